@@ -44,7 +44,9 @@ int listen_from_systemd(struct listener **ret, size_t *ret_n);
 
 /*
  * Parses an address as above into a sockaddr. Returns 0, or -EINVAL.
- * A "unix:" path longer than sun_path is -ENAMETOOLONG.
+ * A "unix:" path longer than sun_path is -ENAMETOOLONG. A host name that
+ * does not resolve is -EADDRNOTAVAIL (-EAGAIN when the resolver failed
+ * temporarily).
  */
 int listen_parse_addr(const char *addr, struct sockaddr_storage *ret_sa, socklen_t *ret_len);
 

@@ -13,6 +13,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 struct notify {
         uint64_t watchdog_usec;  /* 0: no watchdog */

@@ -1,0 +1,743 @@
+#!/usr/bin/python3
+"""Side-by-side HTTP benchmark of wharf-static against nginx, h2o and lighttpd.
+
+Every server serves the same directory from its own loopback port, pinned to
+one CPU with taskset; wrk runs pinned to another CPU. Rounds are interleaved
+(round 1 runs every case on every server, then round 2...), so slow drift on
+a shared machine spreads over all servers instead of landing on one. For each
+run the server's CPU time is read from /proc before and after, which gives the
+cost per request independently of how busy the load generator was.
+
+Standard library only; run it with Debian's /usr/bin/python3 (./dev bench).
+See tests/bench/README.md for what each number means.
+"""
+
+import argparse
+import datetime
+import grp
+import json
+import os
+import platform
+import pwd
+import shutil
+import signal
+import socket
+import statistics
+import string
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+BASELINE = "nginx"
+START_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    title: str
+    path: str
+    size: int
+    headers: tuple = ()
+    throughput: bool = False  # report MiB/s
+    connect_errors_ok: bool = False  # a close-per-request case may see a few
+
+
+CASES = (
+    Case("1k-keepalive", "1 KiB file, keep-alive", "/1k.bin", 1024),
+    Case("1k-close", "1 KiB file, Connection: close", "/1k.bin", 1024,
+         headers=("Connection: close",), connect_errors_ok=True),
+    Case("1m-keepalive", "1 MiB file, keep-alive", "/1m.bin", 1 << 20, throughput=True),
+)
+
+# wrk calls done() once at the end of a run; printing the summary as JSON
+# avoids parsing wrk's rounded, unit-suffixed text ("1.23ms", "5.12GB").
+WRK_REPORT_LUA = """
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WHARF-BENCH {"duration_us": %.0f, "requests": %.0f, "bytes": %.0f, ' ..
+    '"connect_errors": %.0f, "read_errors": %.0f, "write_errors": %.0f, ' ..
+    '"status_errors": %.0f, "timeouts": %.0f, "p50_us": %.0f, "p99_us": %.0f, ' ..
+    '"max_us": %.0f}\\n',
+    summary.duration, summary.requests, summary.bytes,
+    e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(99), latency.max))
+end
+"""
+
+
+def note(msg):
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def proc_stat_fields(pid):
+    """Fields of /proc/PID/stat after the command name, so index 0 is field 3
+    (state). The name may contain spaces and parentheses: split at the last ')'."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()
+
+
+def process_tree(root):
+    """The pid and every live process whose parent chain leads to it."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            ppid = int(proc_stat_fields(entry)[1])
+        except (OSError, IndexError, ValueError):
+            continue  # exited while we looked
+        children.setdefault(ppid, []).append(int(entry))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, ()))
+    return tree
+
+
+def cpu_seconds(pids):
+    """utime + stime of the processes; /proc/PID/stat counts all their threads."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = proc_stat_fields(pid)
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # fields 14 and 15
+    return ticks / CLK_TCK
+
+
+def unprivileged_user():
+    """(user, group) that servers started as root switch their workers to."""
+    nobody = pwd.getpwnam("nobody")
+    return nobody.pw_name, grp.getgrgid(nobody.pw_gid).gr_name
+
+
+class Server:
+    """One server under test: a config written from a template, one process tree.
+
+    Subclasses set name, binary and TEMPLATE (string.Template: $port, $root,
+    $state, plus whatever params() adds) and say how to run the binary. $state
+    is a directory of the server's own for pid, log and temp files; servers
+    started as root switch to nobody before opening some of those, so it
+    belongs to nobody then."""
+
+    name = ""
+    binary = ""
+    TEMPLATE = ""
+    config_name = ""
+
+    def __init__(self, tmp, root, cpu):
+        self.tmp = tmp
+        self.root = root
+        self.cpu = cpu
+        self.state = tmp / self.name
+        self.port = None
+        self.proc = None
+        self.log_path = tmp / f"{self.name}.log"
+
+    def executable(self):
+        return shutil.which(self.binary)
+
+    def missing_reason(self):
+        if self.executable() is None:
+            return f"{self.binary} not installed"
+        return None
+
+    def version(self):
+        return None
+
+    def params(self):
+        return {}
+
+    def command(self, config):
+        raise NotImplementedError
+
+    def start(self):
+        """Start the server; return None when it serves, else why it did not."""
+        self.port = free_port()
+        self.state.mkdir(mode=0o755)
+        if os.geteuid() == 0:
+            user, group = unprivileged_user()
+            shutil.chown(self.state, user, group)
+        config = self.tmp / self.config_name
+        config.write_text(string.Template(self.TEMPLATE).substitute(
+            port=self.port, root=self.root, state=self.state, **self.params()))
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES",
+                            "WATCHDOG_USEC", "WATCHDOG_PID")}
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                ["taskset", "-c", str(self.cpu), *self.command(config)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                env=env, start_new_session=True)
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return f"exited with status {self.proc.returncode}\n{self.log_tail()}"
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return None
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        return f"not listening on port {self.port} after {START_TIMEOUT:.0f} s\n{self.log_tail()}"
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def pids(self):
+        return process_tree(self.proc.pid)
+
+    def stop(self):
+        if self.proc is None:
+            return
+        # start_new_session made the server a process group leader (taskset
+        # execs it), so the group holds the whole tree.
+        for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.proc.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        self.proc = None
+
+    def log_tail(self, lines=15):
+        """The end of what the server printed and of its own error log."""
+        tail = []
+        for path in (self.log_path, self.state / "error.log"):
+            try:
+                text = path.read_text(errors="replace").strip().splitlines()
+            except OSError:
+                continue
+            tail += ["    " + line for line in text[-lines:]]
+        return "\n".join(tail)
+
+
+def command_output(cmd):
+    """stdout and stderr of a short command ("" if it cannot run): versions
+    and build options, which servers print on either."""
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return out.stdout + out.stderr
+
+
+def first_line(cmd):
+    text = command_output(cmd).strip()
+    return text.splitlines()[0] if text else None
+
+
+class WharfStatic(Server):
+    name = "wharf-static"
+    config_name = "wharf-static.ini"
+    # gzip_static off: wrk sends no Accept-Encoding, and the others do not look
+    # for .gz siblings either.
+    TEMPLATE = """\
+[static]
+root = $root
+listen = 127.0.0.1:$port
+workers = 1
+access_log = off
+error_log = stderr
+log_level = warning
+gzip_static = off
+keepalive_requests = 1000000
+"""
+
+    def __init__(self, tmp, root, cpu, binary):
+        super().__init__(tmp, root, cpu)
+        self.path = binary
+
+    def executable(self):
+        return str(self.path) if os.access(self.path, os.X_OK) else None
+
+    def missing_reason(self):
+        if self.executable() is None:
+            return f"{self.path} not found (build it: ./dev build)"
+        return None
+
+    def version(self):
+        return first_line([self.executable(), "--version"])
+
+    def command(self, config):
+        return [self.executable(), "-c", str(config)]
+
+
+class Nginx(Server):
+    binary = "nginx"
+    config_name = "nginx.conf"
+    TEMPLATE = """\
+daemon off;
+master_process on;
+worker_processes 1;
+$user
+pid $state/nginx.pid;
+error_log $state/error.log warn;
+
+events {
+    worker_connections 4096;
+}
+
+http {
+    types {
+        application/octet-stream bin;
+    }
+    default_type application/octet-stream;
+    access_log off;
+    sendfile $sendfile;
+    tcp_nopush on;
+    open_file_cache max=1000 inactive=60s;
+    open_file_cache_valid 60s;
+    keepalive_requests 1000000;
+    keepalive_timeout 65s;
+$temp_paths
+    server {
+        listen 127.0.0.1:$port;
+        root $root;
+    }
+}
+"""
+    # Modules that have a temp path; the compiled-in defaults under
+    # /var/lib/nginx are not writable without root.
+    TEMP_PATHS = {
+        "client_body_temp_path": None,
+        "proxy_temp_path": "http_proxy",
+        "fastcgi_temp_path": "http_fastcgi",
+        "uwsgi_temp_path": "http_uwsgi",
+        "scgi_temp_path": "http_scgi",
+    }
+
+    def __init__(self, tmp, root, cpu, sendfile):
+        self.sendfile = sendfile
+        self.name = "nginx" if sendfile else "nginx-nosendfile"
+        super().__init__(tmp, root, cpu)
+        self.config_name = f"{self.name}.conf"
+
+    def version(self):
+        return first_line([self.executable(), "-v"])
+
+    def params(self):
+        configure = command_output([self.executable(), "-V"])
+        lines = []
+        for directive, module in self.TEMP_PATHS.items():
+            if module is None or f"--without-{module}_module" not in configure:
+                lines.append(f"    {directive} {self.state}/{directive};")
+        user = ""
+        if os.geteuid() == 0:
+            user = "user {} {};".format(*unprivileged_user())
+        return {"sendfile": "on" if self.sendfile else "off", "user": user,
+                "temp_paths": "\n".join(lines)}
+
+    def command(self, config):
+        # -e: the compiled-in error log, opened before the configuration is
+        # read, may not be writable.
+        return [self.executable(), "-p", str(self.state), "-e", str(self.state / "error.log"),
+                "-c", str(config)]
+
+
+class H2o(Server):
+    name = "h2o"
+    binary = "h2o"
+    config_name = "h2o.conf"
+    TEMPLATE = """\
+num-threads: 1
+$user
+pid-file: $state/h2o.pid
+error-log: $state/error.log
+http1-request-timeout: 65
+listen:
+  host: 127.0.0.1
+  port: $port
+hosts:
+  default:
+    paths:
+      /:
+        file.dir: $root
+"""
+
+    def version(self):
+        return first_line([self.executable(), "--version"])
+
+    def params(self):
+        user = ""
+        if os.geteuid() == 0:
+            user = "user: {}".format(unprivileged_user()[0])
+        return {"user": user}
+
+    def command(self, config):
+        return [self.executable(), "-c", str(config)]
+
+
+class Lighttpd(Server):
+    name = "lighttpd"
+    binary = "lighttpd"
+    config_name = "lighttpd.conf"
+    # max-keep-alive-requests is a 16-bit value in lighttpd 1.4: 65535 is its
+    # largest setting.
+    TEMPLATE = """\
+server.document-root = "$root"
+server.bind = "127.0.0.1"
+server.port = $port
+server.errorlog = "$state/error.log"
+server.max-worker = 0
+server.max-keep-alive-requests = 65535
+server.max-keep-alive-idle = 65
+$user
+mimetype.assign = (".bin" => "application/octet-stream")
+"""
+
+    def version(self):
+        return first_line([self.executable(), "-v"])
+
+    def params(self):
+        user = ""
+        if os.geteuid() == 0:
+            user = 'server.username = "{}"\nserver.groupname = "{}"'.format(
+                *unprivileged_user())
+        return {"user": user}
+
+    def command(self, config):
+        return [self.executable(), "-D", "-f", str(config)]
+
+
+@dataclass
+class Run:
+    server: str
+    case: str
+    round: int
+    valid: bool = False
+    problem: str = ""
+    requests: int = 0
+    duration_s: float = 0.0
+    req_per_s: float = 0.0
+    p99_ms: float = 0.0
+    server_cpu_s: float = 0.0
+    cpu_us_per_req: float = 0.0
+    req_per_core_s: float = 0.0
+    mib_per_s: float = 0.0
+    wrk: dict = field(default_factory=dict)
+
+
+def verify(url, content):
+    """One GET outside wrk: the file must come back whole, with status 200."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    request = urllib.request.Request(url, headers={"Connection": "close"})
+    try:
+        with opener.open(request, timeout=5) as response:
+            body = response.read()
+            status = response.status
+    except (OSError, urllib.error.URLError) as e:
+        return f"GET {url}: {e}"
+    if status != 200:
+        return f"GET {url}: status {status}"
+    if len(body) != len(content):
+        return f"GET {url}: {len(body)} bytes, expected {len(content)}"
+    if body != content:
+        return f"GET {url}: body differs from the file"
+    return None
+
+
+def run_wrk(args, server, case, rnd, lua, content):
+    run = Run(server.name, case.name, rnd)
+    if not server.alive():
+        run.problem = f"server is not running\n{server.log_tail()}"
+        return run
+    url = f"http://127.0.0.1:{server.port}{case.path}"
+    problem = verify(url, content)
+    if problem:
+        run.problem = problem
+        return run
+
+    cmd = ["taskset", "-c", str(args.client_cpu), "wrk", "-t1", f"-c{args.connections}",
+           f"-d{args.duration}s", "--latency", "-s", str(lua)]
+    for header in case.headers:
+        cmd += ["-H", header]
+    cmd.append(url)
+
+    before = cpu_seconds(server.pids())
+    out = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    after = cpu_seconds(server.pids())
+
+    summary = None
+    for line in out.stdout.splitlines():
+        if line.startswith("WHARF-BENCH "):
+            summary = json.loads(line.removeprefix("WHARF-BENCH "))
+    if out.returncode != 0 or summary is None:
+        run.problem = f"wrk failed (status {out.returncode}): {out.stderr.strip()}"
+        return run
+    run.wrk = summary
+
+    n = int(summary["requests"])
+    run.requests = n
+    run.duration_s = summary["duration_us"] / 1e6
+    run.req_per_s = n / run.duration_s
+    run.p99_ms = summary["p99_us"] / 1e3
+    run.server_cpu_s = after - before
+    if n > 0:
+        run.cpu_us_per_req = run.server_cpu_s * 1e6 / n
+    if run.server_cpu_s > 0:
+        run.req_per_core_s = n / run.server_cpu_s
+    run.mib_per_s = n * case.size / run.duration_s / (1 << 20)
+
+    problems = []
+    if n == 0:
+        problems.append("no request completed")
+    for key in ("status_errors", "read_errors", "write_errors", "timeouts"):
+        if summary[key]:
+            problems.append(f"{summary[key]:.0f} {key.replace('_', ' ')}")
+    connect_limit = n // 1000 if case.connect_errors_ok else 0
+    if summary["connect_errors"] > connect_limit:
+        problems.append(f"{summary['connect_errors']:.0f} connect errors "
+                        f"(allowed: {connect_limit})")
+    if n and summary["bytes"] < n * case.size:
+        problems.append(f"{summary['bytes']:.0f} bytes read for {n} responses "
+                        f"of {case.size} bytes")
+    if not server.alive():
+        problems.append(f"server exited during the run\n{server.log_tail()}")
+    run.problem = "; ".join(problems)
+    run.valid = not problems
+    return run
+
+
+def median(runs, attr):
+    values = [getattr(r, attr) for r in runs]
+    return statistics.median(values) if values else None
+
+
+def fmt(value, spec):
+    return "n/a" if value is None else format(value, spec)
+
+
+def ratio(value, base):
+    if value is None or not base:
+        return "n/a"
+    return f"{value / base:.2f}x"
+
+
+def plural(n, word):
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def summarize(runs, servers, args):
+    """Median per case and server, and a Markdown table per case."""
+    medians = {}
+    tables = []
+    for case in CASES:
+        per_server = {}
+        for server in servers:
+            valid = [r for r in runs if r.case == case.name and r.server == server.name
+                     and r.valid]
+            per_server[server.name] = {
+                "valid_rounds": len(valid),
+                **{attr: median(valid, attr) for attr in
+                   ("req_per_s", "p99_ms", "cpu_us_per_req", "req_per_core_s", "mib_per_s")},
+            }
+        medians[case.name] = per_server
+        base = per_server.get(BASELINE, {})
+
+        head = ["server", "req/s", f"vs {BASELINE}", "p99 ms", "CPU µs/req",
+                "req/s per core", f"vs {BASELINE}"]
+        if case.throughput:
+            head[1:1] = ["MiB/s"]
+        lines = [f"### {case.title}",
+                 "",
+                 f"{args.connections} connections, median of {plural(args.rounds, 'round')} "
+                 f"of {args.duration} s; server on CPU {args.server_cpu}, wrk on CPU "
+                 f"{args.client_cpu}.",
+                 "",
+                 "| " + " | ".join(head) + " |",
+                 "|---" + "|--:" * (len(head) - 1) + "|"]
+        for server in servers:
+            m = per_server[server.name]
+            if not m["valid_rounds"]:
+                cells = [server.name] + ["failed"] + [""] * (len(head) - 2)
+            else:
+                cells = [server.name, fmt(m["req_per_s"], ",.0f"),
+                         ratio(m["req_per_s"], base.get("req_per_s")),
+                         fmt(m["p99_ms"], ".2f"), fmt(m["cpu_us_per_req"], ".1f"),
+                         fmt(m["req_per_core_s"], ",.0f"),
+                         ratio(m["req_per_core_s"], base.get("req_per_core_s"))]
+                if case.throughput:
+                    cells[1:1] = [fmt(m["mib_per_s"], ",.0f")]
+                if m["valid_rounds"] < args.rounds:
+                    cells[0] += f" ({m['valid_rounds']}/{args.rounds} rounds)"
+            lines.append("| " + " | ".join(cells) + " |")
+        tables.append("\n".join(lines))
+    return medians, tables
+
+
+def machine_info():
+    cpu = None
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"kernel": platform.release(), "cpu": cpu, "cpus": os.cpu_count()}
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(
+        description="Benchmark wharf-static against nginx, h2o and lighttpd.")
+    parser.add_argument("scenario", choices=["static"], help="what to benchmark")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument("--duration", type=int, default=5,
+                        help="seconds per wrk run (default 5)")
+    parser.add_argument("--connections", type=int, default=64,
+                        help="wrk connections (default 64)")
+    parser.add_argument("--server-cpu", type=int, default=0,
+                        help="CPU the servers are pinned to (default 0)")
+    parser.add_argument("--client-cpu", type=int, default=1,
+                        help="CPU wrk is pinned to (default 1)")
+    parser.add_argument("--wharf-static", type=Path,
+                        default=Path(os.environ.get("WHARF_BUILD", REPO / "build"))
+                        / "daemons/static/wharf-static",
+                        help="wharf-static binary (default: $WHARF_BUILD or build/)")
+    parser.add_argument("--skip", action="append", default=[], metavar="SERVER",
+                        help="leave a server out (repeatable)")
+    args = parser.parse_args()
+    if args.rounds < 1 or args.duration < 1 or args.connections < 1:
+        parser.error("--rounds, --duration and --connections must be at least 1")
+    if args.server_cpu == args.client_cpu:
+        parser.error("the server and wrk must run on different CPUs")
+    usable = os.sched_getaffinity(0)
+    for cpu in (args.server_cpu, args.client_cpu):
+        if cpu not in usable:
+            parser.error(f"CPU {cpu} is not available (usable: {sorted(usable)})")
+    return args
+
+
+def on_signal(signum, frame):
+    # Unwind through main()'s finally, which stops the servers.
+    note(f"stopped by {signal.Signals(signum).name}")
+    raise SystemExit(128 + signum)
+
+
+def main():
+    args = parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # keep tables and notes in order
+    for tool in ("wrk", "taskset"):
+        if shutil.which(tool) is None:
+            sys.exit(f"bench: {tool} is not installed (./dev bench installs it)")
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+
+    tmp = Path(tempfile.mkdtemp(prefix="wharf-bench-"))
+    candidates, servers = [], []
+    try:
+        # Servers started as root hand their workers to nobody, who must be
+        # able to read the files.
+        tmp.chmod(0o755)
+        root = tmp / "root"
+        root.mkdir(mode=0o755)
+        contents = {}
+        for case in CASES:
+            data = contents.setdefault(case.path, os.urandom(case.size))
+            path = root / case.path.lstrip("/")
+            path.write_bytes(data)
+            path.chmod(0o644)
+        lua = tmp / "report.lua"
+        lua.write_text(WRK_REPORT_LUA)
+
+        candidates = [WharfStatic(tmp, root, args.server_cpu, args.wharf_static),
+                      Nginx(tmp, root, args.server_cpu, sendfile=True),
+                      Nginx(tmp, root, args.server_cpu, sendfile=False),
+                      H2o(tmp, root, args.server_cpu),
+                      Lighttpd(tmp, root, args.server_cpu)]
+        unknown = set(args.skip) - {s.name for s in candidates}
+        if unknown:
+            sys.exit(f"bench: --skip: unknown server(s) {', '.join(sorted(unknown))}")
+        skipped = {}
+        for server in candidates:
+            if server.name in args.skip:
+                skipped[server.name] = "left out with --skip"
+                continue
+            reason = server.missing_reason()
+            if reason is None:
+                reason = server.start()
+            if reason is None:
+                servers.append(server)
+                note(f"{server.name}: listening on 127.0.0.1:{server.port}")
+            else:
+                skipped[server.name] = reason.splitlines()[0]
+                note(f"{server.name}: SKIPPED: {reason}")
+        if not servers:
+            sys.exit("bench: no server could be started")
+
+        runs = []
+        for rnd in range(1, args.rounds + 1):
+            for case in CASES:
+                for server in servers:
+                    note(f"round {rnd}/{args.rounds}, {case.name}, {server.name}")
+                    run = run_wrk(args, server, case, rnd, lua, contents[case.path])
+                    if not run.valid:
+                        note(f"  INVALID RUN: {run.problem}")
+                    runs.append(run)
+
+        medians, tables = summarize(runs, servers, args)
+        print()
+        print("\n\n".join(tables))
+        if skipped:
+            print()
+            for name, reason in skipped.items():
+                print(f"- {name}: not run: {reason}")
+        invalid = [r for r in runs if not r.valid]
+
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        out_dir = REPO / "out" / "bench"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        out_file = out_dir / f"static-{stamp}.json"
+        out_file.write_text(json.dumps({
+            "scenario": "static",
+            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "machine": machine_info(),
+            "settings": {"rounds": args.rounds, "duration_s": args.duration,
+                         "connections": args.connections, "server_cpu": args.server_cpu,
+                         "client_cpu": args.client_cpu, "baseline": BASELINE},
+            "servers": {s.name: {"version": s.version()} for s in servers},
+            "skipped": skipped,
+            "cases": [asdict(c) for c in CASES],
+            "medians": medians,
+            "runs": [asdict(r) for r in runs],
+        }, indent=2) + "\n")
+        print(f"\nresults: {out_file.relative_to(REPO)}")
+        if invalid:
+            print(f"{len(invalid)} of {len(runs)} runs were invalid (see above)")
+            return 1
+        return 0
+    finally:
+        for server in candidates:
+            server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        note("interrupted")
+        sys.exit(130)
