@@ -25,6 +25,7 @@
 
 #include <assert.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -44,6 +45,18 @@
 #define TICK_USEC 200000
 #define STOP_GRACE_MS 30000
 #define RING_ENTRIES 1024
+/*
+ * A multishot accept may deliver a few more connections after the limit,
+ * before its cancellation takes effect; the pool has room for them so that
+ * none of them is dropped.
+ */
+#define POOL_SLACK 128
+/*
+ * A body sent with GET or HEAD means nothing to a file server, but it must
+ * be read past to find the next request. Up to this size it is skipped and
+ * the connection stays; a larger one closes the connection after the answer.
+ */
+#define DISCARD_MAX (1024 * 1024)
 
 enum conn_state {
         CONN_IDLE,       /* no response in flight; waiting for (more of) a request */
@@ -72,6 +85,7 @@ enum conn_event {
         EV_SPLICE_IN,
         EV_SPLICE_OUT,
         EV_HANDBACK,
+        EV_WRITABLE, /* POLLOUT after a splice found the socket full */
         _EV_MAX
 };
 
@@ -107,13 +121,17 @@ struct conn {
         bool close_after;  /* close once the output in flight is sent */
         bool handback_after;
         bool handed_off;   /* came through a handoff channel */
+        uint32_t handoff_flags; /* as received, returned unchanged on handback */
         bool shut;         /* shutdown() already done */
         bool handed_back;  /* the proxy has it now: close our copy, never shut it down */
         bool hb_sent;      /* the handback message is in flight */
         unsigned requests;
         uint64_t discard;  /* request body bytes still to skip */
+        bool discard_chunked; /* a chunked request body is being skipped */
+        struct http_chunked chunk;
 
-        struct ring_op op_recv, op_send, op_read, op_splice_in, op_splice_out, op_handback;
+        struct ring_op op_recv, op_send, op_read, op_splice_in, op_splice_out, op_handback,
+                op_poll;
 
         struct iobuf *io;
         struct chan *chan;
@@ -404,6 +422,21 @@ static int conn_splice_out(struct conn *c)
         return 0;
 }
 
+/*
+ * splice(2) does not wait for a non-blocking socket to drain the way send
+ * does inside io_uring: it fails with -EAGAIN. Wait for POLLOUT, then go on.
+ */
+static int conn_wait_writable(struct conn *c)
+{
+        struct io_uring_sqe *sqe = conn_sqe(c, &c->op_poll);
+
+        if (!sqe)
+                return -EBUSY;
+        io_uring_prep_poll_add(sqe, c->fd, POLLOUT);
+        timer_start(c, &c->w->t_send, c->w->cfg->s.send_timeout);
+        return 0;
+}
+
 static int conn_file_read(struct conn *c)
 {
         struct io_uring_sqe *sqe = conn_sqe(c, &c->op_read);
@@ -633,7 +666,9 @@ static void conn_idle(struct conn *c)
                 return;
         }
         if (c->io && c->io->in_len > 0) {
-                timer_start(c, &w->t_header, w->cfg->s.client_header_timeout);
+                /* The deadline covers the whole head: more bytes do not extend it. */
+                if (c->tl != &w->t_header)
+                        timer_start(c, &w->t_header, w->cfg->s.client_header_timeout);
                 return;
         }
         if (c->io) {
@@ -695,6 +730,25 @@ static void conn_process(struct conn *c)
                         c->discard -= n;
                         continue;
                 }
+                if (c->discard_chunked) {
+                        size_t data;
+                        ssize_t r = http_chunked_decode(&c->chunk, io->in + io->in_start,
+                                                        io->in_len, &data);
+                        if (r == -EAGAIN) {
+                                consume_input(io, io->in_len);
+                                break;
+                        }
+                        if (r < 0) {
+                                /* Malformed or too long: answer what we have, then close. */
+                                c->discard_chunked = false;
+                                c->close_after = true;
+                                consume_input(io, io->in_len);
+                                break;
+                        }
+                        consume_input(io, (size_t)r);
+                        c->discard_chunked = false;
+                        continue;
+                }
 
                 ssize_t n = http_parse_request(in, io->in_len, cfg->s.max_header_size, &req);
                 if (n == -EAGAIN)
@@ -722,9 +776,8 @@ static void conn_process(struct conn *c)
                         atomic_fetch_add_explicit(&w->stats.requests, 1, memory_order_relaxed);
                         ctx.keep_alive = req.keep_alive && !w->stopping &&
                                          c->requests < cfg->s.keepalive_requests &&
-                                         req.body != HTTP_BODY_CHUNKED &&
                                          (req.body != HTTP_BODY_LENGTH ||
-                                          req.content_length <= cfg->s.max_header_size);
+                                          req.content_length <= DISCARD_MAX);
                         plan = static_handle_request(&ctx, &req, &wr, &body);
                         if (plan == PLAN_HANDBACK) {
                                 /* The request stays in the input for the next owner. */
@@ -738,8 +791,12 @@ static void conn_process(struct conn *c)
                         }
                         log_access(c, &req, ctx.status, body.length);
                         consume_input(io, (size_t)n);
-                        if (req.body == HTTP_BODY_LENGTH)
+                        if (req.body == HTTP_BODY_LENGTH) {
                                 c->discard = req.content_length;
+                        } else if (req.body == HTTP_BODY_CHUNKED) {
+                                c->discard_chunked = true;
+                                http_chunked_init(&c->chunk, DISCARD_MAX);
+                        }
                 }
                 if (wr.overflow) {
                         /* Cannot happen with HEAD_BUF >= 2048 per head; fail safe anyway. */
@@ -786,6 +843,7 @@ static void conn_handback_send(struct conn *c)
         struct iobuf *io = c->io;
         struct handoff_info info = {
                 .kind = HANDOFF_CONN,
+                .flags = c->handoff_flags,
                 .requests = c->requests,
                 .peer_len = c->peer_len,
                 .data = io ? io->in + io->in_start : NULL,
@@ -978,6 +1036,14 @@ static void conn_advance(struct conn *c, enum conn_event ev, int res, unsigned f
                 break;
 
         case CONN_SPLICE_OUT:
+                if (ev == EV_WRITABLE) {
+                        r = res < 0 ? res : conn_splice_out(c);
+                        break;
+                }
+                if (res == -EAGAIN) {
+                        r = conn_wait_writable(c);
+                        break;
+                }
                 if (res <= 0) {
                         conn_abort(c, res, "splice to socket");
                         return;
@@ -1033,9 +1099,8 @@ static void conn_complete(struct conn *c, enum conn_event ev, int res, unsigned 
                         conn_free(c);
                 return;
         }
+        /* If this made it close with nothing left in flight, conn_close() freed it. */
         conn_advance(c, ev, res, flags);
-        if (c->state == CONN_CLOSING && c->inflight == 0)
-                conn_free(c);
 }
 
 static void on_recv(struct ring_op *op, int res, unsigned flags)
@@ -1068,6 +1133,11 @@ static void on_handback(struct ring_op *op, int res, unsigned flags)
         conn_complete(container_of(op, struct conn, op_handback), EV_HANDBACK, res, flags);
 }
 
+static void on_poll(struct ring_op *op, int res, unsigned flags)
+{
+        conn_complete(container_of(op, struct conn, op_poll), EV_WRITABLE, res, flags);
+}
+
 /* Sets up a fresh connection: handlers, the receive, the first timer. */
 static void conn_start(struct conn *c)
 {
@@ -1077,6 +1147,7 @@ static void conn_start(struct conn *c)
         c->op_splice_in.handler = on_splice_in;
         c->op_splice_out.handler = on_splice_out;
         c->op_handback.handler = on_handback;
+        c->op_poll.handler = on_poll;
         if (conn_arm_recv(c) < 0) {
                 conn_close(c);
                 return;
@@ -1125,6 +1196,7 @@ static void chan_adopt(struct chan *ch, int fd, const struct handoff_info *info)
         c->chan = ch;
         ch->refs++;
         c->requests = info->requests;
+        c->handoff_flags = info->flags;
         memcpy(&c->peer, &info->peer, sizeof(c->peer));
         c->peer_len = info->peer_len;
         if (info->data_len > 0 && conn_input(c, info->data, info->data_len) < 0) {
@@ -1143,8 +1215,13 @@ static void on_chan_recv(struct ring_op *op, int res, unsigned flags)
         int fd, r;
 
         (void) flags;
+        if (res == -ECANCELED) {
+                /* We are stopping: no new handoffs, but handbacks still go out here. */
+                chan_put(ch);
+                return;
+        }
         if (res <= 0) {
-                /* The sender went away (or we are stopping): no more handoffs here. */
+                /* The sender went away: nothing can be handed back on it either. */
                 ch->open = false;
                 chan_put(ch);
                 return;
@@ -1159,7 +1236,6 @@ static void on_chan_recv(struct ring_op *op, int res, unsigned flags)
                 chan_adopt(ch, fd, &info);
         }
         if (ch->w->stopping) {
-                ch->open = false;
                 chan_put(ch);
                 return;
         }
@@ -1222,8 +1298,8 @@ static void on_accept(struct ring_op *op, int res, unsigned flags)
         if (res >= 0) {
                 if (l->handoff) {
                         chan_new(w, res);
-                } else if (w->stopping || w->n_conns >= w->cfg->s.max_connections) {
-                        close(res); /* raced with the pause */
+                } else if (w->stopping) {
+                        close(res); /* raced with the stop */
                 } else {
                         struct conn *c = conn_new(w, res);
                         if (c)
@@ -1321,7 +1397,7 @@ static int worker_setup(struct worker *w)
                 w->error_what = "provided buffer ring (IORING_REGISTER_PBUF_RING)";
                 return r;
         }
-        w->pool_size = w->cfg->s.max_connections;
+        w->pool_size = w->cfg->s.max_connections + POOL_SLACK;
         w->conns = calloc(w->pool_size, sizeof(*w->conns));
         w->cache = file_cache_new(w->cfg->s.open_file_cache);
         if (!w->conns || !w->cache) {
