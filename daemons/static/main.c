@@ -22,26 +22,25 @@
 
 static void usage(FILE *f)
 {
-        fprintf(f,
-                "Usage: wharf-static [OPTIONS]\n"
-                "Serve static files, directly or on connections handed over by wharf-proxy.\n"
-                "\n"
-                "  -c, --config FILE        read settings from FILE ([static] section)\n"
-                "      --root DIR           directory to serve (nginx alias)\n"
-                "      --prefix PATH        URL prefix mapped onto DIR (default /)\n"
-                "      --listen ADDR        bind ADDR when not socket-activated (repeatable):\n"
-                "                           :8080, 127.0.0.1:8080, [::1]:8080, unix:/path\n"
-                "      --handoff PATH       bind the handoff socket when not socket-activated\n"
-                "      --workers N          event loops (default: one per CPU)\n"
-                "      --access-log TARGET  off, journal, stderr or file:/path\n"
-                "      --log-level LEVEL    debug, info, notice, warning or error\n"
-                "      --check-config       check the configuration and exit\n"
-                "  -h, --help               show this help\n"
-                "      --version            show the version\n"
-                "\n"
-                "Under systemd the sockets come from the .socket unit: FileDescriptorName=http\n"
-                "for HTTP listeners and handoff for the SOCK_SEQPACKET handoff socket.\n"
-                "See docs/wharf-static.md for every setting.\n");
+        fprintf(f, "Usage: wharf-static [OPTIONS]\n"
+                   "Serve static files, directly or on connections handed over by wharf-proxy.\n"
+                   "\n"
+                   "  -c, --config FILE        read settings from FILE ([static] section)\n"
+                   "      --root DIR           directory to serve (nginx alias)\n"
+                   "      --prefix PATH        URL prefix mapped onto DIR (default /)\n"
+                   "      --listen ADDR        bind ADDR when not socket-activated (repeatable):\n"
+                   "                           :8080, 127.0.0.1:8080, [::1]:8080, unix:/path\n"
+                   "      --handoff PATH       bind the handoff socket when not socket-activated\n"
+                   "      --workers N          event loops (default: one per CPU)\n"
+                   "      --access-log TARGET  off, journal, stderr or file:/path\n"
+                   "      --log-level LEVEL    debug, info, notice, warning or error\n"
+                   "      --check-config       check the configuration and exit\n"
+                   "  -h, --help               show this help\n"
+                   "      --version            show the version\n"
+                   "\n"
+                   "Under systemd the sockets come from the .socket unit: FileDescriptorName=http\n"
+                   "for HTTP listeners and handoff for the SOCK_SEQPACKET handoff socket.\n"
+                   "See docs/wharf-static.md for every setting.\n");
 }
 
 enum {
@@ -70,47 +69,47 @@ static void settings_defaults(struct static_settings *s)
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
 
         *s = (struct static_settings){
-                .prefix = "/",
-                .workers = cpus > 0 ? (unsigned)cpus : 1,
-                .index = "index.html",
-                .gzip_static = true,
-                .expires = "off",
-                .server_tokens = true,
-                .default_type = "application/octet-stream",
-                .keepalive_timeout = 65000,
-                .keepalive_requests = 1000,
-                .client_header_timeout = 60000,
-                .send_timeout = 60000,
-                .max_connections = 4096,
-                .max_header_size = 16 * 1024,
-                .open_file_cache = 64 * 1024 * 1024,
-                .cache_max_file = 64 * 1024,
-                .splice_min = 256 * 1024,
-                .access_log = "off",
+            .prefix = "/",
+            .workers = cpus > 0 ? (unsigned) cpus : 1,
+            .index = "index.html",
+            .gzip_static = true,
+            .expires = "off",
+            .server_tokens = true,
+            .default_type = "application/octet-stream",
+            .keepalive_timeout = 65000,
+            .keepalive_requests = 1000,
+            .client_header_timeout = 60000,
+            .send_timeout = 60000,
+            .max_connections = 4096,
+            .max_header_size = 16 * 1024,
+            .open_file_cache = 64 * 1024 * 1024,
+            .cache_max_file = 64 * 1024,
+            .splice_min = 256 * 1024,
+            .access_log = "off",
         };
 }
 
 static int parse_cmdline(int argc, char **argv, struct cmdline *ret)
 {
         static const struct option options[] = {
-                {"config", required_argument, NULL, 'c'},
-                {"root", required_argument, NULL, OPT_ROOT},
-                {"prefix", required_argument, NULL, OPT_PREFIX},
-                {"listen", required_argument, NULL, OPT_LISTEN},
-                {"handoff", required_argument, NULL, OPT_HANDOFF},
-                {"workers", required_argument, NULL, OPT_WORKERS},
-                {"access-log", required_argument, NULL, OPT_ACCESS_LOG},
-                {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
-                {"check-config", no_argument, NULL, OPT_CHECK},
-                {"help", no_argument, NULL, 'h'},
-                {"version", no_argument, NULL, OPT_VERSION},
-                {},
+            {"config", required_argument, NULL, 'c'},
+            {"root", required_argument, NULL, OPT_ROOT},
+            {"prefix", required_argument, NULL, OPT_PREFIX},
+            {"listen", required_argument, NULL, OPT_LISTEN},
+            {"handoff", required_argument, NULL, OPT_HANDOFF},
+            {"workers", required_argument, NULL, OPT_WORKERS},
+            {"access-log", required_argument, NULL, OPT_ACCESS_LOG},
+            {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+            {"check-config", no_argument, NULL, OPT_CHECK},
+            {"help", no_argument, NULL, 'h'},
+            {"version", no_argument, NULL, OPT_VERSION},
+            {},
         };
         static const char *const keys[] = {
-                [OPT_ROOT - OPT_ROOT] = "root",           [OPT_PREFIX - OPT_ROOT] = "prefix",
-                [OPT_LISTEN - OPT_ROOT] = "listen",       [OPT_HANDOFF - OPT_ROOT] = "handoff",
-                [OPT_WORKERS - OPT_ROOT] = "workers",     [OPT_ACCESS_LOG - OPT_ROOT] = "access_log",
-                [OPT_LOG_LEVEL - OPT_ROOT] = "log_level",
+            [OPT_ROOT - OPT_ROOT] = "root",           [OPT_PREFIX - OPT_ROOT] = "prefix",
+            [OPT_LISTEN - OPT_ROOT] = "listen",       [OPT_HANDOFF - OPT_ROOT] = "handoff",
+            [OPT_WORKERS - OPT_ROOT] = "workers",     [OPT_ACCESS_LOG - OPT_ROOT] = "access_log",
+            [OPT_LOG_LEVEL - OPT_ROOT] = "log_level",
         };
         int opt;
 
@@ -164,7 +163,7 @@ static void print_diag(const struct config_diag *d)
 
 /* Reads the file (if any) and the command line into a ready config. */
 static int load_config(const struct cmdline *cl, struct config_diag *diag,
-                        struct static_config **ret)
+                       struct static_config **ret)
 {
         struct static_settings s;
         struct config_file *file = NULL;
@@ -195,8 +194,8 @@ static int load_config(const struct cmdline *cl, struct config_diag *diag,
                 for (char *p = origin; *p; p++)
                         if (*p == '_')
                                 *p = '-';
-                (void) config_set(config_key_find(static_config_keys, cl->key[i]), cl->value[i],
-                                  &s, origin, diag);
+                (void) config_set(config_key_find(static_config_keys, cl->key[i]), cl->value[i], &s,
+                                  origin, diag);
         }
         if (diag->errors) {
                 config_strv_done(&s.listen);
@@ -246,8 +245,7 @@ static int open_sockets(const struct static_config *cfg, struct server *srv)
                 r = listen_bind(cfg->s.handoff, SOCK_SEQPACKET, 0660, "handoff",
                                 &srv->listeners[srv->n_listeners]);
                 if (r < 0)
-                        return log_errno(r, "cannot bind handoff socket '%s': %m",
-                                         cfg->s.handoff);
+                        return log_errno(r, "cannot bind handoff socket '%s': %m", cfg->s.handoff);
                 srv->n_listeners++;
                 log_info("handoff socket %s", cfg->s.handoff);
         }
@@ -259,8 +257,7 @@ static void apply_logging(const struct static_config *cfg)
         if (cfg->s.error_log) {
                 int r = log_open(cfg->s.error_log);
                 if (r < 0)
-                        log_error("cannot open error log '%s': %s", cfg->s.error_log,
-                                  strerror(-r));
+                        log_error("cannot open error log '%s': %s", cfg->s.error_log, strerror(-r));
         }
         log_set_max_level(cfg->log_level);
 }
@@ -310,8 +307,8 @@ static void send_status(struct server *srv, struct notify *n, struct notify_rate
                 reqs += atomic_load(&st->requests);
         }
         notify_rate_update(rate, reqs, now_usec);
-        notify_status(n, "%llu connections, %llu requests, %.0f req/s",
-                      (unsigned long long)conns, (unsigned long long)reqs, rate->per_sec);
+        notify_status(n, "%llu connections, %llu requests, %.0f req/s", (unsigned long long) conns,
+                      (unsigned long long) reqs, rate->per_sec);
 }
 
 static void reload(const struct cmdline *cl, struct server *srv, struct notify *n,
@@ -335,7 +332,7 @@ static void reload(const struct cmdline *cl, struct server *srv, struct notify *
                         log_warning("workers changes with a restart, not a reload");
                 /* The previous config is freed once every worker has moved on. */
                 static_config_free(*retired);
-                *retired = (struct static_config *)old;
+                *retired = (struct static_config *) old;
                 apply_logging(cfg);
                 atomic_store(&srv->cfg, cfg);
                 for (unsigned i = 0; i < srv->n_workers; i++)
@@ -373,12 +370,12 @@ static int supervise(const struct cmdline *cl, struct server *srv, int sfd)
                         return log_errno(-errno, "poll: %m");
                 if (r > 0) {
                         struct signalfd_siginfo si;
-                        if (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+                        if (read(sfd, &si, sizeof(si)) == (ssize_t) sizeof(si)) {
                                 if (si.ssi_signo == SIGHUP) {
                                         reload(cl, srv, &n, &retired);
                                 } else {
                                         log_info("%s: finishing requests in flight",
-                                                 strsignal((int)si.ssi_signo));
+                                                 strsignal((int) si.ssi_signo));
                                         notify_stopping(&n);
                                         break;
                                 }
@@ -491,7 +488,7 @@ int main(int argc, char **argv)
         for (size_t i = 0; i < srv.n_listeners; i++)
                 listen_done(&srv.listeners[i], true);
         free(srv.listeners);
-        static_config_free((struct static_config *)atomic_load(&srv.cfg));
+        static_config_free((struct static_config *) atomic_load(&srv.cfg));
         close(sfd);
         log_info("stopped");
         log_close();

@@ -3,8 +3,9 @@
  * wharf-static: the daemon's own types, shared by its three files.
  *
  *   main.c         command line, configuration, threads, signals, sd_notify
- *   static_conn.c  one event loop per worker: accept, handoff channels, the
- *                  connection state machine, timers
+ *   static_worker.c one event loop per worker thread: accept, handoff
+ *                  channels, reloads, the drain on stop
+ *   static_conn.c  the connection state machine and its timers
  *   static_file.c  what a request means: path to file, open-file cache,
  *                  conditionals, ranges, the response head
  *
@@ -60,13 +61,7 @@ struct static_settings {
 
 extern const struct config_key static_config_keys[];
 
-enum expires_mode {
-        EXPIRES_OFF,
-        EXPIRES_EPOCH,
-        EXPIRES_MAX,
-        EXPIRES_SECONDS,
-        _EXPIRES_MODE_MAX
-};
+enum expires_mode { EXPIRES_OFF, EXPIRES_EPOCH, EXPIRES_MAX, EXPIRES_SECONDS, _EXPIRES_MODE_MAX };
 
 /* The validated, ready-to-serve form of the settings. Immutable. */
 struct static_config {
@@ -132,9 +127,9 @@ struct request_ctx {
         struct file_cache *cache;
         const char *date; /* HTTP date of now */
         uint64_t now_ms;
-        bool handed_off;   /* the connection came through the handoff socket */
-        bool keep_alive;   /* may the connection stay open after this one? */
-        int status;        /* out: for the access log */
+        bool handed_off; /* the connection came through the handoff socket */
+        bool keep_alive; /* may the connection stay open after this one? */
+        int status;      /* out: for the access log */
 };
 
 /*

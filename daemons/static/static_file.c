@@ -28,31 +28,31 @@
 #define PATH_BUF 4096
 
 const struct config_key static_config_keys[] = {
-        {"root", CONFIG_STRING, offsetof(struct static_settings, root)},
-        {"prefix", CONFIG_STRING, offsetof(struct static_settings, prefix)},
-        {"listen", CONFIG_STRV, offsetof(struct static_settings, listen)},
-        {"handoff", CONFIG_STRING, offsetof(struct static_settings, handoff)},
-        {"workers", CONFIG_UINT, offsetof(struct static_settings, workers)},
-        {"index", CONFIG_STRING, offsetof(struct static_settings, index)},
-        {"gzip_static", CONFIG_BOOL, offsetof(struct static_settings, gzip_static)},
-        {"expires", CONFIG_STRING, offsetof(struct static_settings, expires)},
-        {"server_tokens", CONFIG_BOOL, offsetof(struct static_settings, server_tokens)},
-        {"default_type", CONFIG_STRING, offsetof(struct static_settings, default_type)},
-        {"mime_types", CONFIG_STRING, offsetof(struct static_settings, mime_types)},
-        {"keepalive_timeout", CONFIG_DURATION, offsetof(struct static_settings, keepalive_timeout)},
-        {"keepalive_requests", CONFIG_UINT, offsetof(struct static_settings, keepalive_requests)},
-        {"client_header_timeout", CONFIG_DURATION,
-         offsetof(struct static_settings, client_header_timeout)},
-        {"send_timeout", CONFIG_DURATION, offsetof(struct static_settings, send_timeout)},
-        {"max_connections", CONFIG_UINT, offsetof(struct static_settings, max_connections)},
-        {"max_header_size", CONFIG_SIZE, offsetof(struct static_settings, max_header_size)},
-        {"open_file_cache", CONFIG_SIZE, offsetof(struct static_settings, open_file_cache)},
-        {"cache_max_file", CONFIG_SIZE, offsetof(struct static_settings, cache_max_file)},
-        {"splice_min", CONFIG_SIZE, offsetof(struct static_settings, splice_min)},
-        {"access_log", CONFIG_STRING, offsetof(struct static_settings, access_log)},
-        {"error_log", CONFIG_STRING, offsetof(struct static_settings, error_log)},
-        {"log_level", CONFIG_STRING, offsetof(struct static_settings, log_level)},
-        {NULL, _CONFIG_TYPE_MAX, 0},
+    {"root", CONFIG_STRING, offsetof(struct static_settings, root)},
+    {"prefix", CONFIG_STRING, offsetof(struct static_settings, prefix)},
+    {"listen", CONFIG_STRV, offsetof(struct static_settings, listen)},
+    {"handoff", CONFIG_STRING, offsetof(struct static_settings, handoff)},
+    {"workers", CONFIG_UINT, offsetof(struct static_settings, workers)},
+    {"index", CONFIG_STRING, offsetof(struct static_settings, index)},
+    {"gzip_static", CONFIG_BOOL, offsetof(struct static_settings, gzip_static)},
+    {"expires", CONFIG_STRING, offsetof(struct static_settings, expires)},
+    {"server_tokens", CONFIG_BOOL, offsetof(struct static_settings, server_tokens)},
+    {"default_type", CONFIG_STRING, offsetof(struct static_settings, default_type)},
+    {"mime_types", CONFIG_STRING, offsetof(struct static_settings, mime_types)},
+    {"keepalive_timeout", CONFIG_DURATION, offsetof(struct static_settings, keepalive_timeout)},
+    {"keepalive_requests", CONFIG_UINT, offsetof(struct static_settings, keepalive_requests)},
+    {"client_header_timeout", CONFIG_DURATION,
+     offsetof(struct static_settings, client_header_timeout)},
+    {"send_timeout", CONFIG_DURATION, offsetof(struct static_settings, send_timeout)},
+    {"max_connections", CONFIG_UINT, offsetof(struct static_settings, max_connections)},
+    {"max_header_size", CONFIG_SIZE, offsetof(struct static_settings, max_header_size)},
+    {"open_file_cache", CONFIG_SIZE, offsetof(struct static_settings, open_file_cache)},
+    {"cache_max_file", CONFIG_SIZE, offsetof(struct static_settings, cache_max_file)},
+    {"splice_min", CONFIG_SIZE, offsetof(struct static_settings, splice_min)},
+    {"access_log", CONFIG_STRING, offsetof(struct static_settings, access_log)},
+    {"error_log", CONFIG_STRING, offsetof(struct static_settings, error_log)},
+    {"log_level", CONFIG_STRING, offsetof(struct static_settings, log_level)},
+    {NULL, _CONFIG_TYPE_MAX, 0},
 };
 
 static int parse_log_level(const char *s)
@@ -61,9 +61,9 @@ static int parse_log_level(const char *s)
                 const char *name;
                 int level;
         } levels[] = {
-                {"debug", LOG_DEBUG},     {"info", LOG_INFO},   {"notice", LOG_NOTICE},
-                {"warning", LOG_WARNING}, {"warn", LOG_WARNING}, {"error", LOG_ERR},
-                {"err", LOG_ERR},         {"crit", LOG_CRIT},
+            {"debug", LOG_DEBUG},     {"info", LOG_INFO},    {"notice", LOG_NOTICE},
+            {"warning", LOG_WARNING}, {"warn", LOG_WARNING}, {"error", LOG_ERR},
+            {"err", LOG_ERR},         {"crit", LOG_CRIT},
         };
         for (size_t i = 0; i < ARRAY_SIZE(levels); i++)
                 if (strcasecmp(s, levels[i].name) == 0)
@@ -194,10 +194,10 @@ struct file_entry {
         uint32_t hash;
         unsigned refs; /* the cache's own (while linked) + one per body in flight */
         bool linked;
-        int error;       /* a negative errno: a cached miss */
+        int error; /* a negative errno: a cached miss */
         bool is_dir;
-        int fd;          /* larger files: open for splice/read; else -1 */
-        char *data;      /* small files: the bytes */
+        int fd;     /* larger files: open for splice/read; else -1 */
+        char *data; /* small files: the bytes */
         uint64_t size;
         dev_t dev;
         ino_t ino;
@@ -231,7 +231,7 @@ static uint32_t path_hash(const char *s, size_t len)
         uint32_t h = 2166136261u; /* FNV-1a */
 
         for (size_t i = 0; i < len; i++)
-                h = (h ^ (unsigned char)s[i]) * 16777619u;
+                h = (h ^ (unsigned char) s[i]) * 16777619u;
         return h;
 }
 
@@ -318,12 +318,12 @@ static void cache_make_room(struct file_cache *fc, uint64_t bytes)
 static int open_beneath(int dirfd, const char *rel)
 {
         struct open_how how = {
-                .flags = O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK,
-                .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
+            .flags = O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK,
+            .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
         };
         long fd = syscall(SYS_openat2, dirfd, *rel ? rel : ".", &how, sizeof(how));
 
-        return fd < 0 ? -errno : (int)fd;
+        return fd < 0 ? -errno : (int) fd;
 }
 
 /* Opens path (relative to the root) and fills e's file fields. */
@@ -358,9 +358,9 @@ static void entry_fill(const struct static_config *cfg, struct file_entry *e, ui
                 close(fd);
                 return;
         }
-        e->size = (uint64_t)st.st_size;
-        snprintf(e->etag, sizeof(e->etag), "\"%llx-%llx\"", (unsigned long long)st.st_mtim.tv_sec,
-                 (unsigned long long)st.st_size);
+        e->size = (uint64_t) st.st_size;
+        snprintf(e->etag, sizeof(e->etag), "\"%llx-%llx\"", (unsigned long long) st.st_mtim.tv_sec,
+                 (unsigned long long) st.st_size);
         http_date_format(st.st_mtim.tv_sec, e->last_modified);
 
         if (e->size <= cfg->s.cache_max_file && e->size <= cfg->s.open_file_cache) {
@@ -371,7 +371,7 @@ static void entry_fill(const struct static_config *cfg, struct file_entry *e, ui
                 }
                 size_t got = 0;
                 while (got < e->size) {
-                        ssize_t n = pread(fd, e->data + got, e->size - got, (off_t)got);
+                        ssize_t n = pread(fd, e->data + got, e->size - got, (off_t) got);
                         if (n <= 0) {
                                 /* Shrank or failed under us: do not cache a torn copy. */
                                 free(e->data);
@@ -382,7 +382,7 @@ static void entry_fill(const struct static_config *cfg, struct file_entry *e, ui
                                 close(fd);
                                 return;
                         }
-                        got += (size_t)n;
+                        got += (size_t) n;
                 }
                 close(fd);
                 return;
@@ -399,9 +399,9 @@ static bool entry_fresh(const struct static_config *cfg, const struct file_entry
                 return false; /* misses are retried by opening again */
         if (fstatat(cfg->root_fd, *e->path ? e->path : ".", &st, 0) < 0)
                 return false;
-        return st.st_ino == e->ino && st.st_dev == e->dev &&
-               st.st_mtim.tv_sec == e->mtime.tv_sec && st.st_mtim.tv_nsec == e->mtime.tv_nsec &&
-               (e->is_dir ? S_ISDIR(st.st_mode) : (uint64_t)st.st_size == e->size);
+        return st.st_ino == e->ino && st.st_dev == e->dev && st.st_mtim.tv_sec == e->mtime.tv_sec &&
+               st.st_mtim.tv_nsec == e->mtime.tv_nsec &&
+               (e->is_dir ? S_ISDIR(st.st_mode) : (uint64_t) st.st_size == e->size);
 }
 
 /*
@@ -491,8 +491,8 @@ void static_error_response(struct request_ctx *ctx, int minor_version, int statu
 {
         ctx->status = status;
         ctx->keep_alive = false;
-        (void) http_write_error(w, minor_version, status, false, ctx->cfg->server_header,
-                                ctx->date, NULL, false);
+        (void) http_write_error(w, minor_version, status, false, ctx->cfg->server_header, ctx->date,
+                                NULL, false);
 }
 
 /* Weak comparison (RFC 9110 8.8.3.2): does the If-None-Match list hold etag? */
@@ -524,7 +524,7 @@ static bool etag_list_matches(struct span list, const char *etag, bool weak_ok)
                         while (p < end && *p != ',')
                                 p++;
                 }
-                if ((size_t)(p - start) == elen && memcmp(start, etag, elen) == 0 &&
+                if ((size_t) (p - start) == elen && memcmp(start, etag, elen) == 0 &&
                     (weak_ok || !weak))
                         return true;
         }
@@ -550,7 +550,7 @@ static int parse_range(struct span h, uint64_t size, uint64_t *ret_start, uint64
         for (; p < end && *p >= '0' && *p <= '9'; p++) {
                 if (a > (UINT64_MAX - 9) / 10)
                         return 0;
-                a = a * 10 + (uint64_t)(*p - '0');
+                a = a * 10 + (uint64_t) (*p - '0');
                 have_a = true;
         }
         if (p >= end || *p != '-')
@@ -559,7 +559,7 @@ static int parse_range(struct span h, uint64_t size, uint64_t *ret_start, uint64
         for (; p < end && *p >= '0' && *p <= '9'; p++) {
                 if (b > (UINT64_MAX - 9) / 10)
                         return 0;
-                b = b * 10 + (uint64_t)(*p - '0');
+                b = b * 10 + (uint64_t) (*p - '0');
                 have_b = true;
         }
         while (p < end && *p == ' ')
@@ -609,13 +609,13 @@ static bool encode_location(const char *path, char *out, size_t size)
         static const char hex[] = "0123456789ABCDEF";
         size_t o = 0;
 
-        for (const unsigned char *p = (const unsigned char *)path; *p; p++) {
+        for (const unsigned char *p = (const unsigned char *) path; *p; p++) {
                 bool plain = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
                              (*p >= '0' && *p <= '9') || strchr("/-._~!$&'()*+,;=:@", *p);
                 if (o + 4 >= size)
                         return false;
                 if (plain) {
-                        out[o++] = (char)*p;
+                        out[o++] = (char) *p;
                 } else {
                         out[o++] = '%';
                         out[o++] = hex[*p >> 4];
@@ -644,9 +644,9 @@ static void write_expires(struct request_ctx *ctx, struct http_writer *w)
                 http_write_header_str(w, "Cache-Control", "max-age=315360000");
                 return;
         case EXPIRES_SECONDS:
-                http_date_format(time(NULL) + (time_t)cfg->expires_sec, date);
+                http_date_format(time(NULL) + (time_t) cfg->expires_sec, date);
                 http_write_header_str(w, "Expires", date);
-                snprintf(cc, sizeof(cc), "max-age=%llu", (unsigned long long)cfg->expires_sec);
+                snprintf(cc, sizeof(cc), "max-age=%llu", (unsigned long long) cfg->expires_sec);
                 http_write_header_str(w, "Cache-Control", cc);
                 return;
         case _EXPIRES_MODE_MAX:
@@ -663,8 +663,8 @@ static void write_content_type(struct request_ctx *ctx, struct http_writer *w, c
         if (!type)
                 type = ctx->cfg->s.default_type ? ctx->cfg->s.default_type
                                                 : "application/octet-stream";
-        if (mime_is_text(type) && snprintf(buf, sizeof(buf), "%s; charset=utf-8", type) <
-                                          (int)sizeof(buf))
+        if (mime_is_text(type) &&
+            snprintf(buf, sizeof(buf), "%s; charset=utf-8", type) < (int) sizeof(buf))
                 http_write_header_str(w, "Content-Type", buf);
         else
                 http_write_header_str(w, "Content-Type", type);
@@ -701,16 +701,16 @@ enum plan static_handle_request(struct request_ctx *ctx, const struct http_reque
                 return error_plan(ctx, req, n == -ENOBUFS ? 414 : 400, NULL, w);
 
         /* Outside the prefix: not ours. The exact prefix without its slash redirects. */
-        if ((size_t)n < cfg->prefix_len || memcmp(path, cfg->prefix, cfg->prefix_len) != 0) {
+        if ((size_t) n < cfg->prefix_len || memcmp(path, cfg->prefix, cfg->prefix_len) != 0) {
                 if (ctx->handed_off)
                         return PLAN_HANDBACK;
-                if ((size_t)n + 1 == cfg->prefix_len && memcmp(path, cfg->prefix, (size_t)n) == 0)
+                if ((size_t) n + 1 == cfg->prefix_len && memcmp(path, cfg->prefix, (size_t) n) == 0)
                         goto redirect_slash;
                 return error_plan(ctx, req, 404, NULL, w);
         }
 
         const char *rel = path + cfg->prefix_len;
-        size_t rel_len = (size_t)n - cfg->prefix_len;
+        size_t rel_len = (size_t) n - cfg->prefix_len;
         bool want_dir = rel_len == 0 || rel[rel_len - 1] == '/';
         if (want_dir) {
                 /* "dir/" means dir/index.html; strip the slash for the lookup key. */
@@ -745,7 +745,7 @@ enum plan static_handle_request(struct request_ctx *ctx, const struct http_reque
                         return error_plan(ctx, req, 400, NULL, w);
         redirect_slash:;
                 char loc[PATH_BUF * 3 + 8];
-                if ((size_t)n + 2 > PATH_BUF || !encode_location(path, loc, sizeof(loc) - 2))
+                if ((size_t) n + 2 > PATH_BUF || !encode_location(path, loc, sizeof(loc) - 2))
                         return error_plan(ctx, req, 414, NULL, w);
                 strcat(loc, "/");
                 char extra[sizeof(loc) + 16];
@@ -795,7 +795,7 @@ enum plan static_handle_request(struct request_ctx *ctx, const struct http_reque
                 if (r < 0) {
                         char extra[64];
                         snprintf(extra, sizeof(extra), "Content-Range: bytes */%llu\r\n",
-                                 (unsigned long long)send->size);
+                                 (unsigned long long) send->size);
                         if (gz)
                                 file_entry_release(ctx->cache, gz);
                         file_entry_release(ctx->cache, e);
@@ -817,8 +817,9 @@ enum plan static_handle_request(struct request_ctx *ctx, const struct http_reque
                 http_write_header_str(w, "Accept-Ranges", "bytes");
         if (status == 206) {
                 char cr[96];
-                snprintf(cr, sizeof(cr), "bytes %llu-%llu/%llu", (unsigned long long)start,
-                         (unsigned long long)(start + length - 1), (unsigned long long)send->size);
+                snprintf(cr, sizeof(cr), "bytes %llu-%llu/%llu", (unsigned long long) start,
+                         (unsigned long long) (start + length - 1),
+                         (unsigned long long) send->size);
                 http_write_header_str(w, "Content-Range", cr);
         }
         if (gz)
