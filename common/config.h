@@ -105,11 +105,7 @@ struct config_key {
  * make it an error (typos never pass); a [uwsgi] section makes it a
  * warning, since uWSGI has hundreds of options wharf does not implement.
  */
-enum config_unknown {
-        CONFIG_UNKNOWN_ERROR,
-        CONFIG_UNKNOWN_WARN,
-        _CONFIG_UNKNOWN_MAX
-};
+enum config_unknown { CONFIG_UNKNOWN_ERROR, CONFIG_UNKNOWN_WARN, _CONFIG_UNKNOWN_MAX };
 
 /*
  * Stores every entry of section into settings through keys (terminated by
@@ -124,8 +120,8 @@ int config_apply(const struct config_file *f, const char *section, const struct 
  * syntax and checks as in a file. Returns 0, -EINVAL with a message in diag
  * (named by origin, e.g. "--root"), or -ENOMEM.
  */
-int config_set(const struct config_key *key, const char *value, void *settings,
-               const char *origin, struct config_diag *diag);
+int config_set(const struct config_key *key, const char *value, void *settings, const char *origin,
+               struct config_diag *diag);
 
 void config_strv_done(struct config_strv *v);
 

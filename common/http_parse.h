@@ -30,9 +30,9 @@
 #include "util.h"
 
 /* Limits a client controls; every one is enforced in the parser. */
-#define HTTP_MAX_HEADERS 100            /* header lines per request */
+#define HTTP_MAX_HEADERS 100              /* header lines per request */
 #define HTTP_DEFAULT_MAX_HEAD (16 * 1024) /* request line + headers, bytes */
-#define HTTP_MAX_TARGET (8 * 1024)      /* request-target, bytes */
+#define HTTP_MAX_TARGET (8 * 1024)        /* request-target, bytes */
 
 enum http_method {
         HTTP_GET,
@@ -75,7 +75,7 @@ struct http_request {
         size_t n_headers;
 
         /* Derived from the headers. */
-        struct span host;        /* Host header value (port included), len 0 if none */
+        struct span host; /* Host header value (port included), len 0 if none */
         enum http_body body;
         uint64_t content_length; /* valid when body == HTTP_BODY_LENGTH */
         bool keep_alive;         /* after this response the connection may stay open */
@@ -148,7 +148,6 @@ ssize_t http_chunked_decode(struct http_chunked *c, char *buf, size_t len, size_
  * ".." that climbs above the root, and -ENOBUFS when out is too small.
  */
 #define HTTP_PATH_REJECT_ENCODED_SLASH 1u
-ssize_t http_path_normalize(const char *in, size_t len, char *out, size_t out_size,
-                            unsigned flags);
+ssize_t http_path_normalize(const char *in, size_t len, char *out, size_t out_size, unsigned flags);
 
 #endif

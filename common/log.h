@@ -49,9 +49,9 @@ int log_errno(int r, const char *fmt, ...) __attribute__((format(printf, 2, 3)))
 #define ACCESS_LOG_BUF (64 * 1024)
 
 struct access_log {
-        int fd;         /* -1: off; the journal is used when journal is set */
-        bool journal;   /* send each record with sd_journal_send instead */
-        char *buf;      /* ACCESS_LOG_BUF bytes */
+        int fd;       /* -1: off; the journal is used when journal is set */
+        bool journal; /* send each record with sd_journal_send instead */
+        char *buf;    /* ACCESS_LOG_BUF bytes */
         size_t len;
 };
 
@@ -69,7 +69,7 @@ struct access_record {
         size_t referer_len;
         const char *user_agent; /* may be NULL: "-" */
         size_t user_agent_len;
-        const char *upstream; /* optional: appended as upstream="..." */
+        const char *upstream;   /* optional: appended as upstream="..." */
         uint64_t upstream_usec; /* with upstream */
         uint64_t request_usec;  /* appended as rt=seconds.millis when non-zero */
 };

@@ -13,12 +13,18 @@ static const struct {
         int opcode;
         const char *name;
 } required_ops[] = {
-        {IORING_OP_ACCEPT, "accept"},       {IORING_OP_RECV, "recv"},
-        {IORING_OP_SEND, "send"},           {IORING_OP_SENDMSG, "sendmsg"},
-        {IORING_OP_RECVMSG, "recvmsg"},     {IORING_OP_SPLICE, "splice"},
-        {IORING_OP_READ, "read"},           {IORING_OP_TIMEOUT, "timeout"},
-        {IORING_OP_LINK_TIMEOUT, "link_timeout"}, {IORING_OP_ASYNC_CANCEL, "async_cancel"},
-        {IORING_OP_CONNECT, "connect"},     {IORING_OP_SHUTDOWN, "shutdown"},
+    {IORING_OP_ACCEPT, "accept"},
+    {IORING_OP_RECV, "recv"},
+    {IORING_OP_SEND, "send"},
+    {IORING_OP_SENDMSG, "sendmsg"},
+    {IORING_OP_RECVMSG, "recvmsg"},
+    {IORING_OP_SPLICE, "splice"},
+    {IORING_OP_READ, "read"},
+    {IORING_OP_TIMEOUT, "timeout"},
+    {IORING_OP_LINK_TIMEOUT, "link_timeout"},
+    {IORING_OP_ASYNC_CANCEL, "async_cancel"},
+    {IORING_OP_CONNECT, "connect"},
+    {IORING_OP_SHUTDOWN, "shutdown"},
 };
 
 static int probe_ops(struct ring *r, const char **ret_missing)
@@ -75,7 +81,7 @@ int ring_init(struct ring *r, unsigned entries, const char **ret_missing)
                 io_uring_queue_exit(&r->uring);
                 if (ret_missing)
                         *ret_missing = !(p.features & IORING_FEAT_EXT_ARG) ? "IORING_FEAT_EXT_ARG"
-                                                                            : "IORING_FEAT_NODROP";
+                                                                           : "IORING_FEAT_NODROP";
                 return -EOPNOTSUPP;
         }
         ret = probe_ops(r, ret_missing);
@@ -112,8 +118,8 @@ struct io_uring_sqe *ring_sqe(struct ring *r, struct ring_op *op)
 int ring_run(struct ring *r, uint64_t timeout_usec)
 {
         struct __kernel_timespec ts = {
-                .tv_sec = (long long)(timeout_usec / 1000000u),
-                .tv_nsec = (long long)(timeout_usec % 1000000u) * 1000,
+            .tv_sec = (long long) (timeout_usec / 1000000u),
+            .tv_nsec = (long long) (timeout_usec % 1000000u) * 1000,
         };
         struct io_uring_cqe *cqe;
         unsigned head, handled = 0;
@@ -138,7 +144,7 @@ int ring_run(struct ring *r, uint64_t timeout_usec)
                 handled++;
         }
         io_uring_cq_advance(&r->uring, handled);
-        return (int)handled;
+        return (int) handled;
 }
 
 int ring_bufs_init(struct ring *r, struct ring_bufs *b, uint16_t bgid, unsigned count,
@@ -150,7 +156,7 @@ int ring_bufs_init(struct ring *r, struct ring_bufs *b, uint16_t bgid, unsigned 
                 return -EINVAL;
 
         memset(b, 0, sizeof(*b));
-        b->base = mmap(NULL, (size_t)count * size, PROT_READ | PROT_WRITE,
+        b->base = mmap(NULL, (size_t) count * size, PROT_READ | PROT_WRITE,
                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (b->base == MAP_FAILED) {
                 b->base = NULL;
@@ -160,25 +166,25 @@ int ring_bufs_init(struct ring *r, struct ring_bufs *b, uint16_t bgid, unsigned 
          * Set up by hand rather than with io_uring_setup_buf_ring(), which
          * liburing only has from 2.4 on (Debian 12 ships 2.3).
          */
-        b->br = mmap(NULL, (size_t)count * sizeof(struct io_uring_buf), PROT_READ | PROT_WRITE,
+        b->br = mmap(NULL, (size_t) count * sizeof(struct io_uring_buf), PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (b->br == MAP_FAILED) {
                 ret = -errno;
                 b->br = NULL;
-                munmap(b->base, (size_t)count * size);
+                munmap(b->base, (size_t) count * size);
                 b->base = NULL;
                 return ret;
         }
         io_uring_buf_ring_init(b->br);
         struct io_uring_buf_reg reg = {
-                .ring_addr = (uintptr_t)b->br,
-                .ring_entries = count,
-                .bgid = bgid,
+            .ring_addr = (uintptr_t) b->br,
+            .ring_entries = count,
+            .bgid = bgid,
         };
         ret = io_uring_register_buf_ring(&r->uring, &reg, 0);
         if (ret < 0) {
-                munmap(b->br, (size_t)count * sizeof(struct io_uring_buf));
-                munmap(b->base, (size_t)count * size);
+                munmap(b->br, (size_t) count * sizeof(struct io_uring_buf));
+                munmap(b->base, (size_t) count * size);
                 b->br = NULL;
                 b->base = NULL;
                 return ret == -EINVAL ? -EOPNOTSUPP : ret;
@@ -187,9 +193,9 @@ int ring_bufs_init(struct ring *r, struct ring_bufs *b, uint16_t bgid, unsigned 
         b->size = size;
         b->bgid = bgid;
         for (unsigned i = 0; i < count; i++)
-                io_uring_buf_ring_add(b->br, ring_bufs_get(b, i), size, (unsigned short)i,
-                                      io_uring_buf_ring_mask(count), (int)i);
-        io_uring_buf_ring_advance(b->br, (int)count);
+                io_uring_buf_ring_add(b->br, ring_bufs_get(b, i), size, (unsigned short) i,
+                                      io_uring_buf_ring_mask(count), (int) i);
+        io_uring_buf_ring_advance(b->br, (int) count);
         return 0;
 }
 
@@ -197,16 +203,16 @@ void ring_bufs_done(struct ring *r, struct ring_bufs *b)
 {
         if (b->br) {
                 (void) io_uring_unregister_buf_ring(&r->uring, b->bgid);
-                munmap(b->br, (size_t)b->count * sizeof(struct io_uring_buf));
+                munmap(b->br, (size_t) b->count * sizeof(struct io_uring_buf));
         }
         if (b->base)
-                munmap(b->base, (size_t)b->count * b->size);
+                munmap(b->base, (size_t) b->count * b->size);
         memset(b, 0, sizeof(*b));
 }
 
 void ring_bufs_recycle(struct ring_bufs *b, unsigned bid)
 {
-        io_uring_buf_ring_add(b->br, ring_bufs_get(b, bid), b->size, (unsigned short)bid,
+        io_uring_buf_ring_add(b->br, ring_bufs_get(b, bid), b->size, (unsigned short) bid,
                               io_uring_buf_ring_mask(b->count), 0);
         io_uring_buf_ring_advance(b->br, 1);
 }

@@ -80,7 +80,7 @@ void ring_bufs_done(struct ring *r, struct ring_bufs *b);
 
 static inline char *ring_bufs_get(const struct ring_bufs *b, unsigned bid)
 {
-        return b->base + (size_t)bid * b->size;
+        return b->base + (size_t) bid * b->size;
 }
 
 /* Gives buffer bid back to the kernel. */

@@ -1087,9 +1087,9 @@ static void test_path(void)
                         char shown[64];
                         size_t o = 0;
                         for (const char *p = want ? want : ""; *p && o + 5 < sizeof(shown); p++) {
-                                if ((unsigned char)*p < 0x20)
-                                        o += (size_t)snprintf(shown + o, sizeof(shown) - o,
-                                                              "\\x%02x", (unsigned char)*p);
+                                if ((unsigned char) *p < 0x20)
+                                        o += (size_t) snprintf(shown + o, sizeof(shown) - o,
+                                                               "\\x%02x", (unsigned char) *p);
                                 else
                                         shown[o++] = *p;
                         }

@@ -98,7 +98,7 @@ static void test_multishot_recv_bufs(void)
         ok(write(sv[1], "abc", 3) == 3, "write 1");
         ring_run(&r, 1000000);
         ok(p.calls == 1 && p.res == 3 && (p.flags & IORING_CQE_F_BUFFER) &&
-                   (p.flags & IORING_CQE_F_MORE),
+               (p.flags & IORING_CQE_F_MORE),
            "multishot recv delivered into a provided buffer and stays armed");
         unsigned bid = ring_cqe_bid(p.flags);
         ok(bid < 8 && memcmp(ring_bufs_get(&b, bid), "abc", 3) == 0, "data in buffer %u", bid);
@@ -123,15 +123,15 @@ static void test_multishot_accept(void)
         socklen_t len = sizeof(sa);
         int lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
 
-        ok(lfd >= 0 && bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) == 0 && listen(lfd, 8) == 0 &&
-                   getsockname(lfd, (struct sockaddr *)&sa, &len) == 0,
+        ok(lfd >= 0 && bind(lfd, (struct sockaddr *) &sa, sizeof(sa)) == 0 && listen(lfd, 8) == 0 &&
+               getsockname(lfd, (struct sockaddr *) &sa, &len) == 0,
            "listener");
         struct io_uring_sqe *sqe = ring_sqe(&r, &p.op);
         io_uring_prep_multishot_accept(sqe, lfd, NULL, NULL, SOCK_CLOEXEC);
         ring_run(&r, 0);
         for (int i = 0; i < 3; i++) {
                 int cfd = socket(AF_INET, SOCK_STREAM, 0);
-                ok(connect(cfd, (struct sockaddr *)&sa, sizeof(sa)) == 0, "connect %d", i);
+                ok(connect(cfd, (struct sockaddr *) &sa, sizeof(sa)) == 0, "connect %d", i);
                 ring_run(&r, 1000000);
                 ok(p.calls == i + 1 && p.res >= 0 && (p.flags & IORING_CQE_F_MORE),
                    "accept %d from one submission", i);
