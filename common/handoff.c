@@ -173,7 +173,7 @@ int handoff_send(int chan, int fd, const struct handoff_info *info)
         uint8_t header[HANDOFF_HEADER_SIZE];
         union {
                 struct cmsghdr align;
-                char buf[CMSG_SPACE(sizeof(int))];
+                char buf[HANDOFF_CMSG_SPACE(1)];
         } control;
         struct iovec iov[2];
         struct msghdr msg = {.msg_iov = iov};
@@ -200,7 +200,7 @@ int handoff_send(int chan, int fd, const struct handoff_info *info)
 
                 memset(&control, 0, sizeof(control));
                 msg.msg_control = control.buf;
-                msg.msg_controllen = sizeof(control.buf);
+                msg.msg_controllen = CMSG_SPACE(sizeof(int));
                 cmsg = CMSG_FIRSTHDR(&msg);
                 cmsg->cmsg_level = SOL_SOCKET;
                 cmsg->cmsg_type = SCM_RIGHTS;

@@ -38,6 +38,14 @@
 #define HANDOFF_MAX_DATA (64 * 1024)
 #define HANDOFF_MAX_MSG (HANDOFF_HEADER_SIZE + HANDOFF_MAX_DATA)
 
+/*
+ * Room for a control message carrying n fds. CMSG_SPACE() is not an
+ * integer constant expression for clang, so a buffer sized with it inside a
+ * struct is a variable-sized member; this bound is a constant, always at
+ * least CMSG_SPACE(n * sizeof(int)) (header, payload, alignment padding).
+ */
+#define HANDOFF_CMSG_SPACE(n) (sizeof(struct cmsghdr) + (n) * sizeof(int) + sizeof(size_t))
+
 enum handoff_kind {
         HANDOFF_CONN = 1, /* serve this client connection */
         _HANDOFF_KIND_MAX
@@ -86,7 +94,7 @@ struct handoff_rx {
         struct iovec iov;
         union {
                 struct cmsghdr align;
-                char buf[CMSG_SPACE(sizeof(int) * 4)];
+                char buf[HANDOFF_CMSG_SPACE(4)];
         } control;
 };
 void handoff_rx_prepare(struct handoff_rx *rx, void *buf, size_t size);

@@ -416,7 +416,7 @@ int main(int argc, char **argv)
         struct static_config *cfg = NULL;
         struct server srv = {0};
         sigset_t mask;
-        int r, sfd;
+        int r, sfd = -1;
 
         log_set_ident("wharf-static");
         log_open_default();
@@ -444,6 +444,7 @@ int main(int argc, char **argv)
                 return EXIT_FAILURE;
         }
         apply_logging(cfg);
+        atomic_store(&srv.cfg, cfg);
 
         /* Signals go to the supervisor's signalfd; the threads inherit the mask. */
         sigemptyset(&mask);
@@ -454,31 +455,43 @@ int main(int argc, char **argv)
         pthread_sigmask(SIG_BLOCK, &mask, NULL);
         sigdelset(&mask, SIGPIPE);
         sfd = signalfd(-1, &mask, SFD_CLOEXEC);
-        if (sfd < 0)
-                return log_errno(-errno, "signalfd: %m"), EXIT_FAILURE;
-
-        if (open_sockets(cfg, &srv) < 0)
-                return EXIT_FAILURE;
-
-        atomic_store(&srv.cfg, cfg);
-        srv.n_workers = cfg->s.workers;
-        srv.workers = calloc(srv.n_workers, sizeof(*srv.workers));
-        if (!srv.workers)
-                return log_errno(-ENOMEM, "out of memory"), EXIT_FAILURE;
-        for (unsigned i = 0; i < srv.n_workers; i++) {
-                srv.workers[i] = worker_new(&srv, i);
-                if (!srv.workers[i])
-                        return log_errno(-ENOMEM, "cannot create worker %u", i), EXIT_FAILURE;
-                r = worker_start(srv.workers[i]);
-                if (r < 0)
-                        return log_errno(r, "cannot start worker %u: %m", i), EXIT_FAILURE;
+        if (sfd < 0) {
+                r = log_errno(-errno, "signalfd: %m");
+                goto finish;
         }
-        r = wait_workers_started(&srv);
+
+        r = open_sockets(cfg, &srv);
+        if (r < 0)
+                goto finish;
+
+        srv.workers = calloc(cfg->s.workers, sizeof(*srv.workers));
+        if (!srv.workers) {
+                r = log_errno(-ENOMEM, "out of memory");
+                goto finish;
+        }
+        for (unsigned i = 0; i < cfg->s.workers; i++) {
+                srv.workers[i] = worker_new(&srv, i);
+                if (!srv.workers[i]) {
+                        r = log_errno(-ENOMEM, "cannot create worker %u", i);
+                        break;
+                }
+                r = worker_start(srv.workers[i]);
+                if (r < 0) {
+                        log_errno(r, "cannot start worker %u: %m", i);
+                        worker_free(srv.workers[i]);
+                        break;
+                }
+                srv.n_workers++;
+        }
+        if (r == 0)
+                r = wait_workers_started(&srv);
         if (r == 0)
                 r = supervise(&cl, &srv, sfd);
         else
                 atomic_store(&srv.stopping, true);
 
+finish:
+        /* Also the way out of a failed start, so that nothing leaks. */
         for (unsigned i = 0; i < srv.n_workers; i++) {
                 worker_poke(srv.workers[i]);
                 worker_join(srv.workers[i]);
@@ -489,8 +502,10 @@ int main(int argc, char **argv)
                 listen_done(&srv.listeners[i], true);
         free(srv.listeners);
         static_config_free((struct static_config *) atomic_load(&srv.cfg));
-        close(sfd);
-        log_info("stopped");
+        if (sfd >= 0)
+                close(sfd);
+        if (r == 0)
+                log_info("stopped");
         log_close();
         return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -675,7 +675,7 @@ static void conn_handback_send(struct conn *c)
             .msg_iov = c->hb_iov,
             .msg_iovlen = info.data_len ? 2 : 1,
             .msg_control = c->hb_control.buf,
-            .msg_controllen = sizeof(c->hb_control.buf),
+            .msg_controllen = CMSG_SPACE(sizeof(int)),
         };
         struct cmsghdr *cm = CMSG_FIRSTHDR(&c->msg);
         cm->cmsg_level = SOL_SOCKET;

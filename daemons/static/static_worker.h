@@ -114,7 +114,7 @@ struct conn {
         struct iovec hb_iov[2];
         union {
                 struct cmsghdr align;
-                char buf[CMSG_SPACE(sizeof(int))];
+                char buf[HANDOFF_CMSG_SPACE(1)];
         } hb_control;
 
         /* Timers. */
