@@ -20,6 +20,7 @@
 #include <sys/socket.h>
 
 #include "handoff.h"
+
 #include "util.h"
 
 #define HANDOFF_OFF_MAGIC 0
@@ -35,6 +36,8 @@
 
 #define HANDOFF_KNOWN_FLAGS HANDOFF_F_TLS
 
+_Static_assert(HANDOFF_CMSG_SPACE(1) == CMSG_SPACE(sizeof(int)), "control buffer for one fd");
+_Static_assert(HANDOFF_CMSG_SPACE(4) == CMSG_SPACE(4 * sizeof(int)), "control buffer for 4 fds");
 _Static_assert(sizeof(HANDOFF_MAGIC) - 1 == 4, "the magic is four bytes");
 _Static_assert(sizeof(struct sockaddr_storage) == HANDOFF_PEER_SIZE,
                "the peer field holds a struct sockaddr_storage");
@@ -171,9 +174,8 @@ int handoff_decode(const void *msg, size_t len, struct handoff_info *ret)
 int handoff_send(int chan, int fd, const struct handoff_info *info)
 {
         uint8_t header[HANDOFF_HEADER_SIZE];
-        union {
-                struct cmsghdr align;
-                char buf[HANDOFF_CMSG_SPACE(1)];
+        struct {
+                _Alignas(struct cmsghdr) char buf[HANDOFF_CMSG_SPACE(1)];
         } control;
         struct iovec iov[2];
         struct msghdr msg = {.msg_iov = iov};

@@ -39,12 +39,12 @@
 #define HANDOFF_MAX_MSG (HANDOFF_HEADER_SIZE + HANDOFF_MAX_DATA)
 
 /*
- * Room for a control message carrying n fds. CMSG_SPACE() is not an
- * integer constant expression for clang, so a buffer sized with it inside a
- * struct is a variable-sized member; this bound is a constant, always at
- * least CMSG_SPACE(n * sizeof(int)) (header, payload, alignment padding).
+ * CMSG_SPACE(n * sizeof(int)) spelled as a plain constant expression, for
+ * control buffers inside structs: a union with struct cmsghdr (which ends
+ * in a flexible array in glibc) would make the struct variable-sized.
  */
-#define HANDOFF_CMSG_SPACE(n) (sizeof(struct cmsghdr) + (n) * sizeof(int) + sizeof(size_t))
+#define HANDOFF_CMSG_SPACE(n)                                                                      \
+        ((sizeof(struct cmsghdr) + (n) * sizeof(int) + sizeof(size_t) - 1) & ~(sizeof(size_t) - 1))
 
 enum handoff_kind {
         HANDOFF_CONN = 1, /* serve this client connection */
@@ -92,9 +92,8 @@ ssize_t handoff_recv(int chan, void *buf, size_t size, int *ret_fd);
 struct handoff_rx {
         struct msghdr msg;
         struct iovec iov;
-        union {
-                struct cmsghdr align;
-                char buf[HANDOFF_CMSG_SPACE(4)];
+        struct {
+                _Alignas(struct cmsghdr) char buf[HANDOFF_CMSG_SPACE(4)];
         } control;
 };
 void handoff_rx_prepare(struct handoff_rx *rx, void *buf, size_t size);

@@ -112,9 +112,8 @@ struct conn {
         /* Handback message. */
         uint8_t hb_header[HANDOFF_HEADER_SIZE];
         struct iovec hb_iov[2];
-        union {
-                struct cmsghdr align;
-                char buf[HANDOFF_CMSG_SPACE(1)];
+        struct {
+                _Alignas(struct cmsghdr) char buf[HANDOFF_CMSG_SPACE(1)];
         } hb_control;
 
         /* Timers. */

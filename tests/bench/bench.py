@@ -263,9 +263,16 @@ error_log = stderr
 log_level = warning
 gzip_static = off
 keepalive_requests = 1000000
+splice_min = $splice_min
 """
 
-    def __init__(self, tmp, root, cpu, binary):
+    def __init__(self, tmp, root, cpu, binary, splice=True):
+        # Bodies from splice_min up go file -> pipe -> socket; below it they
+        # are read into a buffer and sent. The copy variant never splices, so
+        # one run measures both paths on the 1 MiB file.
+        if not splice:
+            self.name = "wharf-static-copy"
+        self.splice_min = "256k" if splice else "1G"
         super().__init__(tmp, root, cpu)
         self.path = binary
 
@@ -279,6 +286,9 @@ keepalive_requests = 1000000
 
     def version(self):
         return first_line([self.executable(), "--version"])
+
+    def params(self):
+        return {"splice_min": self.splice_min}
 
     def command(self, config):
         return [self.executable(), "-c", str(config)]
@@ -664,6 +674,7 @@ def main():
         lua.write_text(WRK_REPORT_LUA)
 
         candidates = [WharfStatic(tmp, root, args.server_cpu, args.wharf_static),
+                      WharfStatic(tmp, root, args.server_cpu, args.wharf_static, splice=False),
                       Nginx(tmp, root, args.server_cpu, sendfile=True),
                       Nginx(tmp, root, args.server_cpu, sendfile=False),
                       H2o(tmp, root, args.server_cpu),
