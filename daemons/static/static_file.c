@@ -206,7 +206,8 @@ struct file_entry {
         time_t mtime_sec;
         char etag[48];
         char last_modified[HTTP_DATE_LEN + 1];
-        char path[]; /* relative to the root, "" for the root itself */
+        char content_type[128]; /* from the path's extension, with charset for text */
+        char path[];            /* relative to the root, "" for the root itself */
 };
 
 struct file_cache {
@@ -326,6 +327,19 @@ static int open_beneath(int dirfd, const char *rel)
         return fd < 0 ? -errno : (int) fd;
 }
 
+/* Content-Type for a path, decided once per cache entry rather than per request. */
+static void entry_set_type(const struct static_config *cfg, struct file_entry *e)
+{
+        const char *type = mime_lookup(cfg->mime, e->path, strlen(e->path));
+
+        if (!type)
+                type = cfg->s.default_type ? cfg->s.default_type : "application/octet-stream";
+        if (!mime_is_text(type) ||
+            snprintf(e->content_type, sizeof(e->content_type), "%s; charset=utf-8", type) >=
+                (int) sizeof(e->content_type))
+                snprintf(e->content_type, sizeof(e->content_type), "%s", type);
+}
+
 /* Opens path (relative to the root) and fills e's file fields. */
 static void entry_fill(const struct static_config *cfg, struct file_entry *e, uint64_t now)
 {
@@ -359,6 +373,7 @@ static void entry_fill(const struct static_config *cfg, struct file_entry *e, ui
                 return;
         }
         e->size = (uint64_t) st.st_size;
+        entry_set_type(cfg, e);
         snprintf(e->etag, sizeof(e->etag), "\"%llx-%llx\"", (unsigned long long) st.st_mtim.tv_sec,
                  (unsigned long long) st.st_size);
         http_date_format(st.st_mtim.tv_sec, e->last_modified);
@@ -655,21 +670,6 @@ static void write_expires(struct request_ctx *ctx, struct http_writer *w)
         }
 }
 
-static void write_content_type(struct request_ctx *ctx, struct http_writer *w, const char *path)
-{
-        const char *type = mime_lookup(ctx->cfg->mime, path, strlen(path));
-        char buf[160];
-
-        if (!type)
-                type = ctx->cfg->s.default_type ? ctx->cfg->s.default_type
-                                                : "application/octet-stream";
-        if (mime_is_text(type) &&
-            snprintf(buf, sizeof(buf), "%s; charset=utf-8", type) < (int) sizeof(buf))
-                http_write_header_str(w, "Content-Type", buf);
-        else
-                http_write_header_str(w, "Content-Type", type);
-}
-
 static bool client_accepts_gzip(const struct http_request *req)
 {
         const struct http_header *h = http_find_header(req, "Accept-Encoding");
@@ -808,7 +808,7 @@ enum plan static_handle_request(struct request_ctx *ctx, const struct http_reque
         ctx->status = not_modified ? 304 : status;
         write_common_headers(ctx, w, req->minor_version, ctx->status);
         if (!not_modified) {
-                write_content_type(ctx, w, rel);
+                http_write_header_str(w, "Content-Type", e->content_type);
                 http_write_header_u64(w, "Content-Length", length);
         }
         http_write_header_str(w, "Last-Modified", send->last_modified);
