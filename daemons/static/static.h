@@ -54,6 +54,7 @@ struct static_settings {
         uint64_t open_file_cache;
         uint64_t cache_max_file;
         uint64_t splice_min;
+        const char *zero_copy;
         const char *access_log;
         const char *error_log;
         const char *log_level;
@@ -63,6 +64,13 @@ extern const struct config_key static_config_keys[];
 
 enum expires_mode { EXPIRES_OFF, EXPIRES_EPOCH, EXPIRES_MAX, EXPIRES_SECONDS, _EXPIRES_MODE_MAX };
 
+/* How bodies from splice_min up leave: both are zero-copy from the page cache. */
+enum zero_copy {
+        ZERO_COPY_SENDFILE, /* sendfile(2) when the socket is writable (POLLOUT via the ring) */
+        ZERO_COPY_SPLICE,   /* IORING_OP_SPLICE file -> pipe -> socket */
+        _ZERO_COPY_MAX
+};
+
 /* The validated, ready-to-serve form of the settings. Immutable. */
 struct static_config {
         struct static_settings s;
@@ -70,6 +78,7 @@ struct static_config {
         int root_fd;              /* O_PATH directory fd of s.root */
         char prefix[512];         /* always ends in '/' */
         size_t prefix_len;
+        enum zero_copy zero_copy;
         enum expires_mode expires_mode;
         uint64_t expires_sec;
         char server_header[64]; /* "wharf-static/0.1.0" or "wharf" */

@@ -30,13 +30,19 @@
 #include <signal.h>
 #include <stdio.h>
 #include <sys/eventfd.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 static const char *const conn_state_names[_CONN_STATE_MAX] = {
-    [CONN_IDLE] = "idle",           [CONN_SENDING] = "sending",
-    [CONN_FILE_READ] = "file-read", [CONN_FILE_SEND] = "file-send",
-    [CONN_SPLICE_IN] = "splice-in", [CONN_SPLICE_OUT] = "splice-out",
-    [CONN_HANDBACK] = "handback",   [CONN_CLOSING] = "closing",
+    [CONN_IDLE] = "idle",
+    [CONN_SENDING] = "sending",
+    [CONN_FILE_READ] = "file-read",
+    [CONN_FILE_SEND] = "file-send",
+    [CONN_SENDFILE] = "sendfile",
+    [CONN_SPLICE_IN] = "splice-in",
+    [CONN_SPLICE_OUT] = "splice-out",
+    [CONN_HANDBACK] = "handback",
+    [CONN_CLOSING] = "closing",
 };
 /* Which operation completed, for conn_advance(). */
 enum conn_event {
@@ -211,7 +217,12 @@ static int conn_send_batch(struct conn *c)
             .msg_iov = c->iov + c->iov_i,
             .msg_iovlen = c->iov_n - c->iov_i,
         };
-        io_uring_prep_sendmsg(sqe, c->fd, &c->msg, MSG_NOSIGNAL);
+        /*
+         * With a file body to follow, MSG_MORE holds the head back so that it
+         * leaves in full segments with the body (nginx's tcp_nopush).
+         */
+        io_uring_prep_sendmsg(sqe, c->fd, &c->msg,
+                              MSG_NOSIGNAL | (c->file.kind == BODY_FILE ? MSG_MORE : 0));
         timer_start(c, &c->w->t_send, c->w->cfg->s.send_timeout);
         c->state = CONN_SENDING;
         return 0;
@@ -254,6 +265,43 @@ static int conn_wait_writable(struct conn *c)
         io_uring_prep_poll_add(sqe, c->fd, POLLOUT);
         timer_start(c, &c->w->t_send, c->w->cfg->s.send_timeout);
         return 0;
+}
+
+/*
+ * Zero-copy without io_uring's splice: sendfile(2) on the non-blocking
+ * socket moves page references straight from the page cache, and when the
+ * socket is full a POLLOUT through the ring says when to go on. io_uring
+ * has no sendfile opcode, and its splice runs in io-wq threads (two
+ * context switches per chunk), which the benchmark shows costing more than
+ * this synchronous call (README, "Measured"). At most SENDFILE_BURST bytes
+ * go out per turn, so one large file does not keep the loop from the
+ * other connections. Returns 1 when the body is out, 0 when waiting, or a
+ * negative errno.
+ */
+static int conn_sendfile(struct conn *c)
+{
+        size_t sent = 0;
+
+        c->state = CONN_SENDFILE;
+        while (c->file.length > 0) {
+                off_t off = (off_t) c->file.offset;
+                size_t len = (size_t) min_u64(c->file.length, SENDFILE_BURST);
+                ssize_t n = sendfile(c->fd, c->file.fd, &off, len);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0 && errno == EAGAIN)
+                        return conn_wait_writable(c);
+                if (n < 0)
+                        return -errno;
+                if (n == 0)
+                        return -EIO; /* the file shrank: the client must see a short body */
+                c->file.offset += (uint64_t) n;
+                c->file.length -= (uint64_t) n;
+                sent += (size_t) n;
+                if (sent >= SENDFILE_BURST && c->file.length > 0)
+                        return conn_wait_writable(c); /* writable: completes next turn */
+        }
+        return 1;
 }
 
 static int conn_file_read(struct conn *c)
@@ -496,13 +544,21 @@ static void conn_after_output(struct conn *c)
         }
 }
 
+static void conn_file_done(struct conn *c);
+
 /* Starts the large body planned after the batch. */
 static void conn_start_file(struct conn *c)
 {
         struct worker *w = c->w;
         int r = -ENOMEM;
 
-        if (c->file.length >= w->cfg->s.splice_min && (c->pipe = pipe_get(w))) {
+        if (c->file.length >= w->cfg->s.splice_min && w->cfg->zero_copy == ZERO_COPY_SENDFILE) {
+                r = conn_sendfile(c);
+                if (r > 0) {
+                        conn_file_done(c);
+                        return;
+                }
+        } else if (c->file.length >= w->cfg->s.splice_min && (c->pipe = pipe_get(w))) {
                 r = conn_splice_in(c);
         } else if ((c->copy_buf = copy_buf_get(w))) {
                 r = conn_file_read(c);
@@ -825,6 +881,16 @@ static void conn_advance(struct conn *c, enum conn_event ev, int res, unsigned f
                 if (c->file.length > 0)
                         r = conn_file_read(c);
                 else
+                        conn_file_done(c);
+                break;
+
+        case CONN_SENDFILE:
+                if (res < 0) {
+                        conn_abort(c, res, "poll");
+                        return;
+                }
+                r = conn_sendfile(c);
+                if (r > 0)
                         conn_file_done(c);
                 break;
 

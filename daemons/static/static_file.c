@@ -49,6 +49,7 @@ const struct config_key static_config_keys[] = {
     {"open_file_cache", CONFIG_SIZE, offsetof(struct static_settings, open_file_cache)},
     {"cache_max_file", CONFIG_SIZE, offsetof(struct static_settings, cache_max_file)},
     {"splice_min", CONFIG_SIZE, offsetof(struct static_settings, splice_min)},
+    {"zero_copy", CONFIG_STRING, offsetof(struct static_settings, zero_copy)},
     {"access_log", CONFIG_STRING, offsetof(struct static_settings, access_log)},
     {"error_log", CONFIG_STRING, offsetof(struct static_settings, error_log)},
     {"log_level", CONFIG_STRING, offsetof(struct static_settings, log_level)},
@@ -155,6 +156,13 @@ int static_config_new(const struct static_settings *s, struct config_file *file,
                 config_diag_add(diag, true, origin, 0, "max_connections", "must be at least 1");
         if (s->workers > 256)
                 config_diag_add(diag, true, origin, 0, "workers", "at most 256");
+        if (!s->zero_copy || streq(s->zero_copy, "sendfile"))
+                c->zero_copy = ZERO_COPY_SENDFILE;
+        else if (streq(s->zero_copy, "splice"))
+                c->zero_copy = ZERO_COPY_SPLICE;
+        else
+                config_diag_add(diag, true, origin, 0, "zero_copy",
+                                "expected sendfile or splice: '%s'", s->zero_copy);
         if (s->splice_min == 0)
                 config_diag_add(diag, true, origin, 0, "splice_min", "must be at least 1");
 

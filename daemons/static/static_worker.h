@@ -18,6 +18,7 @@
 #define PIPE_POOL 4
 #define PIPE_SIZE (1024 * 1024)
 #define COPY_CHUNK (256 * 1024)
+#define SENDFILE_BURST (1024 * 1024) /* bytes per turn before yielding to others */
 #define COPY_POOL 8
 #define TICK_USEC 200000
 #define STOP_GRACE_MS 30000
@@ -40,6 +41,7 @@ enum conn_state {
         CONN_SENDING,    /* a batch of heads and cached bodies is being sent */
         CONN_FILE_READ,  /* large body, copy path: reading a chunk */
         CONN_FILE_SEND,  /* large body, copy path: sending the chunk */
+        CONN_SENDFILE,   /* large body: sendfile(2) whenever the socket is writable */
         CONN_SPLICE_IN,  /* large body: file -> pipe */
         CONN_SPLICE_OUT, /* large body: pipe -> socket */
         CONN_HANDBACK,   /* handing the connection back to the proxy */

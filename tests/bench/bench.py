@@ -264,15 +264,17 @@ log_level = warning
 gzip_static = off
 keepalive_requests = 1000000
 splice_min = $splice_min
+zero_copy = $zero_copy
 """
 
-    def __init__(self, tmp, root, cpu, binary, splice=True):
-        # Bodies from splice_min up go file -> pipe -> socket; below it they
-        # are read into a buffer and sent. The copy variant never splices, so
-        # one run measures both paths on the 1 MiB file.
-        if not splice:
-            self.name = "wharf-static-copy"
-        self.splice_min = "256k" if splice else "1G"
+    def __init__(self, tmp, root, cpu, binary, variant="sendfile"):
+        # How bodies from splice_min up leave: sendfile(2) (the default),
+        # io_uring splice file -> pipe -> socket, or (copy) never zero-copy:
+        # read into a buffer and send. One run measures all three.
+        if variant != "sendfile":
+            self.name = f"wharf-static-{variant}"
+        self.splice_min = "1G" if variant == "copy" else "256k"
+        self.zero_copy = "splice" if variant == "splice" else "sendfile"
         super().__init__(tmp, root, cpu)
         self.path = binary
 
@@ -288,7 +290,7 @@ splice_min = $splice_min
         return first_line([self.executable(), "--version"])
 
     def params(self):
-        return {"splice_min": self.splice_min}
+        return {"splice_min": self.splice_min, "zero_copy": self.zero_copy}
 
     def command(self, config):
         return [self.executable(), "-c", str(config)]
@@ -674,7 +676,8 @@ def main():
         lua.write_text(WRK_REPORT_LUA)
 
         candidates = [WharfStatic(tmp, root, args.server_cpu, args.wharf_static),
-                      WharfStatic(tmp, root, args.server_cpu, args.wharf_static, splice=False),
+                      WharfStatic(tmp, root, args.server_cpu, args.wharf_static, "splice"),
+                      WharfStatic(tmp, root, args.server_cpu, args.wharf_static, "copy"),
                       Nginx(tmp, root, args.server_cpu, sendfile=True),
                       Nginx(tmp, root, args.server_cpu, sendfile=False),
                       H2o(tmp, root, args.server_cpu),

@@ -677,6 +677,21 @@ def test_large_file_over_keep_alive(site, site_tree):
             assert_served(c.exchange("GET", "/small.bin"), site_tree.files["small.bin"])
 
 
+@pytest.mark.parametrize("zero_copy", ["sendfile", "splice"])
+def test_slow_reader_on_each_zero_copy_path(start_static, zero_copy):
+    # A full socket makes sendfile and splice stop short: both must resume.
+    s = start_static(config={"zero_copy": zero_copy, "splice_min": "64k"})
+    data = (s.root / "big.bin").read_bytes()
+    with s.connect(rcvbuf=4096, recv_size=4096) as c:
+        c.request("GET", "/big.bin")
+        time.sleep(0.3)
+        c.read_delay = 0.0002
+        r = c.read_response()
+        assert sha(r.body) == sha(data)
+        c.read_delay = 0
+        assert c.exchange("GET", "/style.css").status == 200
+
+
 def test_slow_reader_gets_the_whole_body(site, site_tree):
     with site.connect(rcvbuf=4096, recv_size=4096) as c:
         c.request("GET", "/big.bin")
@@ -692,10 +707,18 @@ def test_slow_reader_gets_the_whole_body(site, site_tree):
     "config",
     [
         {"open_file_cache": 0, "splice_min": 1},
+        {"open_file_cache": 0, "splice_min": 1, "zero_copy": "splice"},
+        {"zero_copy": "splice"},
         {"splice_min": "64M"},
         {"open_file_cache": "16M", "cache_max_file": "2M"},
     ],
-    ids=["no-cache-always-splice", "never-splice", "cache-everything"],
+    ids=[
+        "no-cache-always-sendfile",
+        "no-cache-always-splice",
+        "io-uring-splice",
+        "never-zero-copy",
+        "cache-everything",
+    ],
 )
 def test_every_send_path_sends_the_same_bytes(start_static, config):
     s = start_static(config=config)
