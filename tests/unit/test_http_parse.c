@@ -17,36 +17,15 @@
 #include <unistd.h>
 
 #include "http_parse.h"
+#include "guard.h"
 #include "tap.h"
 
 /* Inputs up to this size end right before the guard page. */
 #define GUARD_AREA_SIZE (64 * 1024)
 
-static char *guard_area;
-
 static void guard_setup(void)
 {
-        size_t page = (size_t) sysconf(_SC_PAGESIZE);
-        size_t area = (GUARD_AREA_SIZE + page - 1) / page * page;
-        char *m;
-
-        m = mmap(NULL, area + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (m == MAP_FAILED || mprotect(m + area, page, PROT_NONE) < 0) {
-                perror("guard page");
-                exit(EXIT_FAILURE);
-        }
-        guard_area = m + area - GUARD_AREA_SIZE;
-}
-
-/* A copy of data that ends where the guard page begins. */
-static char *place(const void *data, size_t len)
-{
-        char *p;
-
-        assert(len <= GUARD_AREA_SIZE);
-        p = guard_area + GUARD_AREA_SIZE - len;
-        memmove(p, data, len);
-        return p;
+        guard_setup_size(GUARD_AREA_SIZE);
 }
 
 static ssize_t parse_len(const char *s, size_t len, size_t max_head, struct http_request *req)

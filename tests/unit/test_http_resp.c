@@ -15,31 +15,14 @@
 #include <unistd.h>
 
 #include "http_resp.h"
+#include "guard.h"
 #include "tap.h"
 
 #define GUARD_AREA_SIZE (16 * 1024)
 
-static char *guard_area;
-
 static void guard_setup(void)
 {
-        size_t page = (size_t) sysconf(_SC_PAGESIZE);
-        size_t area = (GUARD_AREA_SIZE + page - 1) / page * page;
-        char *m;
-
-        m = mmap(NULL, area + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (m == MAP_FAILED || mprotect(m + area, page, PROT_NONE) < 0) {
-                perror("guard page");
-                exit(EXIT_FAILURE);
-        }
-        guard_area = m + area - GUARD_AREA_SIZE;
-}
-
-/* cap bytes that end where the guard page begins. */
-static char *guarded(size_t cap)
-{
-        assert(cap <= GUARD_AREA_SIZE);
-        return guard_area + GUARD_AREA_SIZE - cap;
+        guard_setup_size(GUARD_AREA_SIZE);
 }
 
 static bool written_is(const struct http_writer *w, ssize_t r, const char *want)

@@ -19,13 +19,12 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "guard.h"
 #include "tap.h"
 #include "uwsgi.h"
 
 /* Inputs up to this size end right before the guard page: a full head, a body, room to spare. */
 #define GUARD_AREA_SIZE (128 * 1024)
-
-static char *guard_area;
 
 /* Scratch for building packets and for the big values of the limit tests. */
 static char scratch[GUARD_AREA_SIZE];
@@ -35,34 +34,7 @@ static struct uwsgi_request req, before;
 
 static void guard_setup(void)
 {
-        size_t page = (size_t) sysconf(_SC_PAGESIZE);
-        size_t area = (GUARD_AREA_SIZE + page - 1) / page * page;
-        char *m;
-
-        m = mmap(NULL, area + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (m == MAP_FAILED || mprotect(m + area, page, PROT_NONE) < 0) {
-                perror("guard page");
-                exit(EXIT_FAILURE);
-        }
-        guard_area = m + area - GUARD_AREA_SIZE;
-}
-
-/* A copy of data that ends where the guard page begins. */
-static char *place(const void *data, size_t len)
-{
-        char *p;
-
-        assert(len <= GUARD_AREA_SIZE);
-        p = guard_area + GUARD_AREA_SIZE - len;
-        memmove(p, data, len);
-        return p;
-}
-
-/* A writer buffer of cap bytes that ends where the guard page begins. */
-static char *guarded_buffer(size_t cap)
-{
-        assert(cap <= GUARD_AREA_SIZE);
-        return guard_area + GUARD_AREA_SIZE - cap;
+        guard_setup_size(GUARD_AREA_SIZE);
 }
 
 static ssize_t parse(const void *data, size_t len, struct uwsgi_request *ret)
@@ -542,7 +514,7 @@ static void test_get(void)
 static void test_round_trip(void)
 {
         static const char binary[] = {'\0', '\x01', '\xff', '\x80', '\n', '\0'};
-        char *buf = guarded_buffer(256);
+        char *buf = guarded(256);
         struct uwsgi_writer w;
         size_t len;
         ssize_t r;
@@ -586,7 +558,7 @@ static void test_round_trip(void)
          */
         r = uwsgi_parse_request(nginx_get, sizeof(nginx_get) - 1, &req);
         ok(r == (ssize_t) sizeof(nginx_get) - 1, "the nginx GET parses");
-        buf = guarded_buffer(sizeof(nginx_get) - 1);
+        buf = guarded(sizeof(nginx_get) - 1);
         uwsgi_writer_init(&w, buf, sizeof(nginx_get) - 1, req.modifier1, req.modifier2);
         for (size_t i = 0; i < req.n_vars; i++)
                 uwsgi_add(&w, req.vars[i].key, req.vars[i].value);
@@ -595,7 +567,7 @@ static void test_round_trip(void)
            "re-encoding nginx's packet gives nginx's bytes, into an exactly sized buffer");
 
         /* A writer that was only initialised is a valid empty packet. */
-        buf = guarded_buffer(UWSGI_HEADER_SIZE);
+        buf = guarded(UWSGI_HEADER_SIZE);
         uwsgi_writer_init(&w, buf, UWSGI_HEADER_SIZE, UWSGI_MOD_PING, 0);
         r = uwsgi_finish(&w);
         ok(r == 4 && memcmp(buf, "\x64\x00\x00\x00", 4) == 0,
@@ -611,7 +583,7 @@ static void test_writer_limits(void)
         memset(big, 'v', sizeof(big));
 
         /* Block of exactly 65535: "K" (1) + a value of 65530 + 4 bytes of lengths. */
-        buf = guarded_buffer(UWSGI_MAX_HEAD);
+        buf = guarded(UWSGI_MAX_HEAD);
         uwsgi_writer_init(&w, buf, UWSGI_MAX_HEAD, 0, 0);
         uwsgi_add(&w, span_from_str("K"), (struct span){big, UWSGI_MAX_BLOCK - 5});
         r = uwsgi_finish(&w);
@@ -627,7 +599,7 @@ static void test_writer_limits(void)
            "a 65535-byte block one byte short is -EAGAIN");
 
         /* Block of 65536: one byte more, with all the buffer room it could want. */
-        buf = guarded_buffer(GUARD_AREA_SIZE);
+        buf = guarded(GUARD_AREA_SIZE);
         uwsgi_writer_init(&w, buf, GUARD_AREA_SIZE, 0, 0);
         uwsgi_add(&w, span_from_str("K"), (struct span){big, UWSGI_MAX_BLOCK - 4});
         ok(w.error == -E2BIG && w.len == 4,
@@ -664,19 +636,19 @@ static void test_writer_limits(void)
         ok(w.error == -E2BIG && w.len == 4, "a value length near SIZE_MAX is -E2BIG, unread");
 
         /* The caller's buffer: exactly full is fine, one byte short latches. */
-        buf = guarded_buffer(4 + 10);
+        buf = guarded(4 + 10);
         uwsgi_writer_init(&w, buf, 4 + 10, 0, 0);
         uwsgi_add_str(&w, "KEY", "val");
         ok(w.error == 0 && w.len == 4 + 10, "a variable that fills the buffer exactly");
         ok(uwsgi_finish(&w) == 14, "finishes at 14 bytes");
-        buf = guarded_buffer(4 + 9);
+        buf = guarded(4 + 9);
         uwsgi_writer_init(&w, buf, 4 + 9, 0, 0);
         uwsgi_add_str(&w, "KEY", "val");
         ok(w.error == -E2BIG && w.len == 4, "one byte short of the buffer latches -E2BIG");
         ok(uwsgi_finish(&w) == -E2BIG, "and finish returns it");
 
         /* Too small for even the header: nothing is written. */
-        buf = guarded_buffer(3);
+        buf = guarded(3);
         memcpy(buf, "abc", 3);
         uwsgi_writer_init(&w, buf, 3, 0, 0);
         uwsgi_add_str(&w, "K", "v");
