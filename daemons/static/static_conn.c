@@ -418,7 +418,13 @@ void conn_close(struct conn *c)
                 c->shut = true;
         }
         if (c->inflight > 0) {
-                struct io_uring_sqe *sqe = ring_sqe(&c->w->ring, NULL);
+                /*
+                 * The shutdown already ends the multishot receive (it completes
+                 * with 0): a cancellation, which searches every armed request of
+                 * the ring, is needed only for anything else in flight.
+                 */
+                bool only_recv = c->shut && !c->handed_back && c->inflight == 1 && c->recv_armed;
+                struct io_uring_sqe *sqe = only_recv ? NULL : ring_sqe(&c->w->ring, NULL);
                 if (sqe)
                         io_uring_prep_cancel_fd(sqe, c->fd, IORING_ASYNC_CANCEL_ALL);
                 if (c->pipe) {
