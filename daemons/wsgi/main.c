@@ -72,7 +72,9 @@ static void usage(FILE *f)
                 "      --chmod-socket MODE mode of a unix socket (e.g. 666)\n"
                 "  -M, --master            run a master process with workers\n"
                 "  -p, --processes N       number of workers (also --workers)\n"
+                "      --threads N         serving threads per worker (default 1)\n"
                 "      --max-requests N    recycle a worker after N requests\n"
+                "      --reload-on-rss MB  recycle a worker that grew past MB MiB resident\n"
                 "      --harakiri SECONDS  kill a worker whose request runs longer\n"
                 "      --lazy-apps         import the application in each worker\n"
                 "      --pidfile FILE      write the master's pid to FILE\n"
@@ -356,7 +358,7 @@ static int open_sockets(const struct wsgi_settings *s, struct wsgi_server *srv)
         struct listener *passed = NULL;
         size_t n_passed = 0, cap = 0;
         struct wsgi_listener *wl;
-        bool own = getenv("WHARF_WSGI_OWN_SOCKETS") != NULL;
+        bool own = getenv(WSGI_OWN_SOCKETS_ENV) != NULL;
         int r;
 
         r = listen_from_systemd(&passed, &n_passed);
@@ -373,6 +375,8 @@ static int open_sockets(const struct wsgi_settings *s, struct wsgi_server *srv)
                         wl->proto =
                             streq(passed[i].name, "http") ? WSGI_PROTO_HTTP : WSGI_PROTO_UWSGI;
                         /* After a reload these are the sockets we bound: vacuum still applies. */
+                        if (own)
+                                wl->l.from_systemd = false;
                         if (own && wl->l.family == AF_UNIX) {
                                 char desc[PATH_MAX + 8];
                                 if (listen_describe(wl->l.fd, desc, sizeof(desc)) >= 0 &&
@@ -386,7 +390,8 @@ static int open_sockets(const struct wsgi_settings *s, struct wsgi_server *srv)
                                          wl->l.name);
                 }
                 free(passed);
-                (void) unsetenv("WHARF_WSGI_OWN_SOCKETS");
+                srv->own_sockets = own;
+                (void) unsetenv(WSGI_OWN_SOCKETS_ENV);
                 if (!own)
                         for (size_t i = 0; i < s->socket.n + s->http.n; i++)
                                 log_info("'%s' is not bound: the socket passed by systemd is "
@@ -411,6 +416,7 @@ static int open_sockets(const struct wsgi_settings *s, struct wsgi_server *srv)
                         return log_errno(r, "cannot listen on '%s': %m", addr);
                 wl->proto = http ? WSGI_PROTO_HTTP : WSGI_PROTO_UWSGI;
                 srv->n_listeners++;
+                srv->own_sockets = true;
                 log_info("serving %s on %s", http ? "HTTP" : "uwsgi", addr);
         }
         return 0;
@@ -549,7 +555,7 @@ int main(int argc, char **argv)
                 goto finish;
         }
         srv.multiprocess = s.master && s.processes > 1;
-        srv.multithread = false;
+        srv.multithread = s.threads > 1;
 
         r = wsgi_python_init(&s, &py);
         if (r < 0)

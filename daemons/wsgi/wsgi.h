@@ -6,21 +6,24 @@
  * Modules:
  *   main.c          command line, configuration, sockets, signals, start-up
  *   wsgi_config.c   the option table (uWSGI spelling) and its checks
- *   wsgi_python.c   the interpreter, loading the application, the C types
- *                   (wsgi.input, start_response, wsgi.errors, file_wrapper)
- *   wsgi_request.c  one connection: uwsgi or HTTP/1.1 in, PEP 3333 environ,
- *                   calling the application, the response out
+ *   wsgi_python.c   the interpreter, loading the application, tracebacks
+ *   wsgi_types.c    the C types: wsgi.input, start_response, write(),
+ *                   wsgi.errors, wsgi.file_wrapper
+ *   wsgi_request.c  the serving threads of a worker; one connection: uwsgi
+ *                   or HTTP/1.1 in, PEP 3333 environ, calling the
+ *                   application, the response out
  *   wsgi_master.c   the master: forking, respawning, harakiri, reload, stop
  *
  * Process model: the master (or the single process without master = true)
  * imports the application, then forks workers that share it copy-on-write.
- * A worker serves one request at a time with blocking-style I/O (non-blocking
- * sockets waited on with poll(), the GIL released around every wait): a
- * synchronous WSGI application cannot do anything useful while its request
- * waits, so an event loop would only add cost. Concurrency comes from
- * processes, which is what the application was written for.
+ * Each of a worker's `threads` serves one request at a time with
+ * blocking-style I/O (non-blocking sockets waited on with poll(), the GIL
+ * released around every wait): a synchronous WSGI application cannot do
+ * anything useful while its request waits, so an event loop would only add
+ * cost. Concurrency comes from processes (and threads), which is what the
+ * application was written for.
  *
- * Ownership: the struct wsgi_config is built once in main() and is const
+ * Ownership: the struct wsgi_settings is built once in main() and is const
  * from then on. Every PyObject * field says whether it is owned (released at
  * the single cleanup point) or borrowed.
  */
@@ -46,6 +49,9 @@
 /* Room for the largest uwsgi packet head: 4 bytes + a 65535-byte block. */
 #define WSGI_DEFAULT_BUFFER (65535 + 4)
 #define WSGI_MAX_PROCESSES 256
+#define WSGI_MAX_THREADS 64
+/* Set across a reload's re-exec when the passed sockets are ones we bound. */
+#define WSGI_OWN_SOCKETS_ENV "WHARF_WSGI_OWN_SOCKETS"
 #define WSGI_REQUEST_DESC 160 /* "GET /path" kept for harakiri and logs */
 
 /* Settings as the options set them; strings point into the config file or argv. */
@@ -68,12 +74,12 @@ struct wsgi_settings {
         bool vacuum;
         const char *logger;
         unsigned max_requests;
-        unsigned harakiri; /* seconds, 0: off */
+        unsigned reload_on_rss; /* MiB, 0: off */
+        unsigned harakiri;      /* seconds, 0: off */
         bool lazy_apps;
         uint64_t buffer_size;
         unsigned socket_timeout; /* seconds */
         unsigned reload_mercy;   /* seconds a stopping worker may take */
-        unsigned listen_backlog;
         const char *log_level;
 };
 
@@ -105,13 +111,17 @@ struct wsgi_listener {
  * before the first fork). The worker writes, the master reads; every field
  * is a single atomic so no lock is needed.
  */
-struct wsgi_slot {
-        _Atomic pid_t pid;               /* 0: free */
-        _Atomic int ready;               /* the application is loaded, serving */
+struct wsgi_slot_thread {
         _Atomic int busy;                /* inside a request */
         _Atomic uint64_t request_ms;     /* monotonic start of the current request */
-        _Atomic uint64_t requests;       /* served by this worker */
         char request[WSGI_REQUEST_DESC]; /* written before busy is set */
+};
+
+struct wsgi_slot {
+        _Atomic pid_t pid;         /* 0: free */
+        _Atomic int ready;         /* the application is loaded, serving */
+        _Atomic uint64_t requests; /* served by this worker */
+        struct wsgi_slot_thread t[WSGI_MAX_THREADS];
 };
 
 /* Signal state a worker reads between requests (set by handlers in main.c). */
@@ -125,9 +135,9 @@ struct notify;
 
 struct wsgi_server {
         const struct wsgi_settings *s;
-        const char *config_origin; /* for messages */
         struct wsgi_listener *listeners;
         size_t n_listeners;
+        bool own_sockets; /* bound by us (now or before a reload), not passed by systemd */
         bool multiprocess;
         bool multithread;
         struct wsgi_signals sig;

@@ -39,16 +39,18 @@ const struct config_key wsgi_config_keys[] = {
     KEY("logger", CONFIG_STRING, logger),
     KEY("logto", CONFIG_STRING, logger),
     KEY("max-requests", CONFIG_UINT, max_requests),
+    KEY("reload-on-rss", CONFIG_UINT, reload_on_rss),
     KEY("harakiri", CONFIG_UINT, harakiri),
     KEY("lazy-apps", CONFIG_BOOL, lazy_apps),
     KEY("buffer-size", CONFIG_SIZE, buffer_size),
     KEY("socket-timeout", CONFIG_UINT, socket_timeout),
     KEY("reload-mercy", CONFIG_UINT, reload_mercy),
     KEY("worker-reload-mercy", CONFIG_UINT, reload_mercy),
-    KEY("listen", CONFIG_UINT, listen_backlog),
     KEY("log-level", CONFIG_STRING, log_level),
     /* What uWSGI needs and wharf does by design: accepted without effect. */
     {"die-on-term", CONFIG_IGNORED, 0},
+    /* The backlog is the socket's: systemd's Backlog=, or wharf's own default. */
+    {"listen", CONFIG_IGNORED, 0},
     {"strict", CONFIG_IGNORED, 0},
     {"need-app", CONFIG_IGNORED, 0},
     {"single-interpreter", CONFIG_IGNORED, 0},
@@ -66,7 +68,6 @@ void wsgi_settings_defaults(struct wsgi_settings *s)
             .buffer_size = WSGI_DEFAULT_BUFFER,
             .socket_timeout = 30,
             .reload_mercy = 30,
-            .listen_backlog = 100,
             .log_level = "info",
         };
 }
@@ -87,9 +88,8 @@ int wsgi_settings_check(const struct wsgi_settings *s, struct config_diag *diag)
         if (s->processes > 1 && !s->master)
                 config_diag_add(diag, true, NULL, 0, "processes", "%u processes need master = true",
                                 s->processes);
-        if (s->threads != 1)
-                config_diag_add(diag, false, NULL, 0, "threads",
-                                "wharf-wsgi serves one request per process; use processes");
+        if (s->threads == 0 || s->threads > WSGI_MAX_THREADS)
+                config_diag_add(diag, true, NULL, 0, "threads", "must be 1..%d", WSGI_MAX_THREADS);
         if (s->buffer_size < 4096 || s->buffer_size > 1024 * 1024)
                 config_diag_add(diag, true, NULL, 0, "buffer-size", "must be 4k..1M");
         if (s->harakiri && !s->master)

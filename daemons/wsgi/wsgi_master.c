@@ -31,13 +31,13 @@
 #define YOUNG_DEATH_MS 1000
 #define BACKOFF_MAX_MS 5000
 #define OLD_WORKERS_ENV "WHARF_WSGI_OLD_WORKERS"
-#define OWN_SOCKETS_ENV "WHARF_WSGI_OWN_SOCKETS"
 
 struct worker_info {
         uint64_t started_ms;
         uint64_t spawn_at_ms; /* when a dead worker is due to be respawned */
         unsigned young_deaths;
         bool harakiri_sent;
+        bool recycling; /* asked to stop for reload-on-rss */
 };
 
 struct master {
@@ -78,9 +78,7 @@ static int spawn(struct master *m, unsigned i, int sfd)
         struct wsgi_slot *slot = &m->slots[i];
         pid_t pid;
 
-        atomic_store(&slot->ready, 0);
-        atomic_store(&slot->busy, 0);
-        atomic_store(&slot->requests, 0);
+        memset(slot, 0, sizeof(*slot));
         PyOS_BeforeFork();
         pid = fork();
         if (pid == 0)
@@ -91,6 +89,7 @@ static int spawn(struct master *m, unsigned i, int sfd)
         atomic_store(&slot->pid, pid);
         m->info[i].started_ms = now_ms();
         m->info[i].harakiri_sent = false;
+        m->info[i].recycling = false;
         log_debug("worker %u started (pid %d)", i + 1, (int) pid);
         return 0;
 }
@@ -139,7 +138,8 @@ static int reap(struct master *m)
                 bool was_ready = atomic_load(&slot->ready);
                 m->requests_gone += atomic_load(&slot->requests);
                 atomic_store(&slot->pid, 0);
-                atomic_store(&slot->busy, 0);
+                for (unsigned t = 0; t < WSGI_MAX_THREADS; t++)
+                        atomic_store(&slot->t[t].busy, 0);
                 if (m->stopping)
                         continue;
                 if (!m->ready && !was_ready) {
@@ -178,15 +178,65 @@ static void check_harakiri(struct master *m, uint64_t now)
         for (unsigned i = 0; i < m->n; i++) {
                 struct wsgi_slot *slot = &m->slots[i];
                 pid_t pid = atomic_load(&slot->pid);
-                if (!pid || !atomic_load(&slot->busy) || m->info[i].harakiri_sent)
+                if (!pid || m->info[i].harakiri_sent)
                         continue;
-                uint64_t started = atomic_load(&slot->request_ms);
-                if (now < started || now - started < limit)
+                /* One request stuck in any thread takes the whole worker with it. */
+                for (unsigned t = 0; t < m->srv->s->threads; t++) {
+                        struct wsgi_slot_thread *st = &slot->t[t];
+                        uint64_t started = atomic_load(&st->request_ms);
+                        if (!atomic_load(&st->busy) || now < started || now - started < limit)
+                                continue;
+                        log_error("harakiri: worker %u (pid %d) spent %llu s on '%s'; killing it",
+                                  i + 1, (int) pid, (unsigned long long) ((now - started) / 1000),
+                                  st->request);
+                        (void) kill(pid, SIGKILL);
+                        m->info[i].harakiri_sent = true;
+                        break;
+                }
+        }
+}
+
+/* Resident set size of a process in MiB, or 0 when it cannot be read. */
+static uint64_t rss_mib(pid_t pid)
+{
+        char path[64];
+        unsigned long size, resident;
+        FILE *f;
+        int n;
+
+        snprintf(path, sizeof(path), "/proc/%d/statm", (int) pid);
+        f = fopen(path, "re");
+        if (!f)
+                return 0;
+        n = fscanf(f, "%lu %lu", &size, &resident);
+        fclose(f);
+        if (n != 2)
+                return 0;
+        return (uint64_t) resident * (uint64_t) sysconf(_SC_PAGESIZE) / (1024 * 1024);
+}
+
+/*
+ * reload-on-rss: a worker that grew past the limit is asked to stop (it
+ * finishes its request first) and is replaced like a recycled one.
+ */
+static void check_rss(struct master *m)
+{
+        unsigned limit = m->srv->s->reload_on_rss;
+
+        if (!limit)
+                return;
+        for (unsigned i = 0; i < m->n; i++) {
+                pid_t pid = atomic_load(&m->slots[i].pid);
+                if (!pid || m->info[i].recycling || !atomic_load(&m->slots[i].ready))
                         continue;
-                log_error("harakiri: worker %u (pid %d) spent %llu s on '%s'; killing it", i + 1,
-                          (int) pid, (unsigned long long) ((now - started) / 1000), slot->request);
-                (void) kill(pid, SIGKILL);
-                m->info[i].harakiri_sent = true;
+                uint64_t rss = rss_mib(pid);
+                if (rss <= limit)
+                        continue;
+                log_info("worker %u (pid %d) uses %llu MiB, more than reload-on-rss %u MiB: "
+                         "recycling it",
+                         i + 1, (int) pid, (unsigned long long) rss, limit);
+                (void) kill(pid, SIGTERM);
+                m->info[i].recycling = true;
         }
 }
 
@@ -199,7 +249,8 @@ static void send_status(struct master *m)
                 if (!atomic_load(&m->slots[i].pid))
                         continue;
                 alive++;
-                busy += atomic_load(&m->slots[i].busy) ? 1 : 0;
+                for (unsigned t = 0; t < m->srv->s->threads; t++)
+                        busy += atomic_load(&m->slots[i].t[t].busy) ? 1 : 0;
                 requests += atomic_load(&m->slots[i].requests);
         }
         notify_status(&m->notify, "%u workers, %u busy, %llu requests, %u respawns", alive, busy,
@@ -306,12 +357,17 @@ int wsgi_reexec(const struct wsgi_server *srv, const pid_t *old_workers, size_t 
                 fprintf(f, "%s%d", i ? "," : "", (int) old_workers[i]);
         fclose(f);
 
+        /* The log's fd may be one of 3, 4, ...: it goes first. */
+        log_info("reloading: executing a fresh wharf-wsgi");
+        log_close();
         /* Sockets to 3, 4, ...: copies first, so no dup2 overwrites one still to move. */
         for (size_t i = 0; i < n; i++) {
                 high[i] = fcntl(srv->listeners[i].l.fd, F_DUPFD_CLOEXEC, 3 + (int) n);
                 if (high[i] < 0) {
+                        int r = -errno;
                         free(pids);
-                        return -errno;
+                        log_open_default();
+                        return log_errno(r, "reload: cannot duplicate a socket: %m");
                 }
                 if (i)
                         strcat(names, ":");
@@ -319,9 +375,13 @@ int wsgi_reexec(const struct wsgi_server *srv, const pid_t *old_workers, size_t 
         }
         for (size_t i = 0; i < n; i++)
                 if (dup2(high[i], 3 + (int) i) < 0) {
+                        int r = -errno;
                         free(pids);
-                        return -errno;
+                        log_open_default();
+                        return log_errno(r, "reload: cannot move a socket: %m");
                 }
+        for (size_t i = 0; i < n; i++)
+                (void) close(high[i]);
         snprintf(num, sizeof(num), "%zu", n);
         setenv("LISTEN_FDS", num, 1);
         setenv("LISTEN_FDNAMES", names, 1);
@@ -329,11 +389,9 @@ int wsgi_reexec(const struct wsgi_server *srv, const pid_t *old_workers, size_t 
         setenv("LISTEN_PID", num, 1);
         if (n_old)
                 setenv(OLD_WORKERS_ENV, pids, 1);
-        if (!srv->listeners[0].l.from_systemd || getenv(OWN_SOCKETS_ENV))
-                setenv(OWN_SOCKETS_ENV, "1", 1);
+        if (srv->own_sockets)
+                setenv(WSGI_OWN_SOCKETS_ENV, "1", 1);
         free(pids);
-        log_info("reloading: executing a fresh wharf-wsgi");
-        log_close();
         execv("/proc/self/exe", srv->argv);
         int r = -errno;
         log_open_default();
@@ -424,6 +482,8 @@ int wsgi_master_run(struct wsgi_server *srv, int sfd)
                 if (hup && m.ready)
                         reload(&m);
                 check_harakiri(&m, now);
+                if (m.ready)
+                        check_rss(&m);
                 notify_tick(&m.notify, now_us());
                 if (now_us() >= next_status) {
                         send_status(&m);

@@ -257,20 +257,20 @@ static int split_module(const struct wsgi_settings *s, char *mod, size_t size,
         return 0;
 }
 
-/* Runs a file as the module "uwsgi_file_<name>" would, returning its namespace (owned). */
+/*
+ * Runs a wsgi-file (runpy.run_path, with __file__ set and __name__
+ * "__wsgi_file__") and returns its global namespace (owned), or NULL with
+ * the exception set.
+ */
 static PyObject *exec_wsgi_file(const char *path)
 {
-        PyObject *runpy = NULL, *ns = NULL, *result = NULL; /* owned */
+        PyObject *runpy, *ns; /* owned */
 
         runpy = PyImport_ImportModule("runpy");
         if (!runpy)
                 return NULL;
-        /* run_path gives the file __file__ and a fresh module namespace, like uWSGI. */
-        result = PyObject_CallMethod(runpy, "run_path", "ss", path, "__wsgi_file__");
+        ns = PyObject_CallMethod(runpy, "run_path", "sOs", path, Py_None, "__wsgi_file__");
         Py_DECREF(runpy);
-        if (!result)
-                return NULL;
-        ns = result;
         return ns;
 }
 

@@ -9,8 +9,10 @@
  * load the data is there when we look (nginx writes the whole uwsgi packet
  * before we accept), so a request costs accept4, recv, sendmsg and close,
  * and no setsockopt for timeouts. A synchronous WSGI worker has nothing else
- * to do while a request waits, so an event loop would only add work; the
- * GIL is held only while Python code runs or Python objects are built.
+ * to do while a request waits, so an event loop would only add work. The
+ * GIL is held only while Python code runs or Python objects are built: every
+ * socket call and every wait releases it (gil_release()), so the other
+ * `threads` of a worker and the application's own threads run meanwhile.
  *
  * Signals: the handlers in main.c only set flags. They are checked between
  * requests (a memory read), and when the worker goes idle it blocks them,
@@ -25,6 +27,8 @@
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <pthread.h>
+#include <sys/eventfd.h>
 #include <sys/uio.h>
 
 #include "http_parse.h"
@@ -40,41 +44,73 @@
 
 static const char error_500[] = "Internal Server Error\n";
 
+/* What the threads of one worker process share. */
+struct worker_group {
+        int wake_fd;             /* eventfd: readable once the threads must stop */
+        atomic_bool woken;       /* wake_fd was written */
+        atomic_bool recycle;     /* max-requests reached */
+        _Atomic uint64_t served; /* requests, all threads */
+};
+
+/* One serving thread (there is one per `threads`). */
 struct worker {
         const struct wsgi_server *srv;
         const struct wsgi_py *py;
-        struct wsgi_slot *slot;
-        struct pollfd *pfds; /* listeners, then one spare for a connection */
+        struct worker_group *g;
+        struct wsgi_slot *slot;          /* may be NULL without master */
+        struct wsgi_slot_thread *status; /* this thread's part of slot, or NULL */
+        unsigned index;
+        pthread_t thread;
+        struct pollfd *pfds; /* listeners, the wake eventfd, then one for a connection */
         size_t n_listeners;
         size_t next_listener; /* round robin start for accept */
         char *buf;
         size_t cap;
         struct wsgi_req_objects objs;
-        uint64_t served;
         PyThreadState *ts; /* saved while the GIL is released */
         sigset_t block;    /* the signals the handlers watch */
 };
 
-static bool stop_requested(const struct worker *w)
+static bool stop_requested(struct worker *w)
 {
-        return *w->srv->sig.stop || *w->srv->sig.reload;
+        if (!*w->srv->sig.stop && !*w->srv->sig.reload && !atomic_load(&w->g->recycle))
+                return false;
+        /* The first thread to see it wakes the others out of their ppoll(). */
+        if (!atomic_exchange(&w->g->woken, true))
+                (void) eventfd_write(w->g->wake_fd, 1);
+        return true;
+}
+
+/* Releases the GIL when this thread holds it; gil_restore() takes it back. */
+static PyThreadState *gil_release(void)
+{
+        return PyGILState_Check() ? PyEval_SaveThread() : NULL;
+}
+
+static void gil_restore(PyThreadState *ts)
+{
+        int e = errno;
+        if (ts)
+                PyEval_RestoreThread(ts);
+        errno = e;
 }
 
 int wsgi_wait_fd(int fd, short events, int timeout_ms)
 {
         struct pollfd p = {.fd = fd, .events = events};
         PyThreadState *ts = NULL;
-        int r;
+        int r, e;
 
         if (Py_IsInitialized() && PyGILState_Check())
                 ts = PyEval_SaveThread();
         do
                 r = poll(&p, 1, timeout_ms);
         while (r < 0 && errno == EINTR);
+        e = errno;
         if (ts)
                 PyEval_RestoreThread(ts);
         if (r < 0)
-                return -errno;
+                return -e;
         if (r == 0)
                 return -ETIMEDOUT;
         return 0;
@@ -84,7 +120,9 @@ int wsgi_wait_fd(int fd, short events, int timeout_ms)
 static ssize_t conn_recv(struct wsgi_conn *c, char *dst, size_t max)
 {
         for (;;) {
+                PyThreadState *ts = gil_release();
                 ssize_t n = recv(c->fd, dst, max, 0);
+                gil_restore(ts);
                 if (n >= 0)
                         return n;
                 if (errno == EINTR)
@@ -127,7 +165,9 @@ static int send_all(struct wsgi_req *req, struct iovec *iov, int n)
 
         while (n > 0) {
                 struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t) n};
+                PyThreadState *gts = gil_release();
                 ssize_t k = sendmsg(c->fd, &m, MSG_NOSIGNAL);
+                gil_restore(gts);
                 if (k < 0) {
                         if (errno == EINTR)
                                 continue;
@@ -135,11 +175,10 @@ static int send_all(struct wsgi_req *req, struct iovec *iov, int n)
                                 return -errno;
                         short ev = POLLOUT | (req->body_left > 0 ? POLLIN : 0);
                         struct pollfd p = {.fd = c->fd, .events = ev};
-                        PyThreadState *ts = PyGILState_Check() ? PyEval_SaveThread() : NULL;
+                        PyThreadState *ts = gil_release();
                         int r = poll(&p, 1, c->timeout_ms);
                         int e = errno;
-                        if (ts)
-                                PyEval_RestoreThread(ts);
+                        gil_restore(ts);
                         if (r < 0 && e != EINTR)
                                 return -e;
                         if (r == 0)
@@ -278,8 +317,12 @@ static int send_body(struct wsgi_req *req, struct iovec *pieces, int n, int64_t 
                 return -EPIPE;
         if (!req->head_sent) {
                 hlen = build_head(req, head, sizeof(head), auto_length);
-                if (hlen < 0)
-                        return hlen;
+                if (hlen < 0) {
+                        /* The application's fault, and nothing is out yet: a 500. */
+                        PyErr_Format(PyExc_ValueError, "response head larger than %d bytes",
+                                     HEAD_MAX);
+                        return -EINVAL;
+                }
                 iov[k++] = (struct iovec){head, (size_t) hlen};
                 req->head_sent = true;
         }
@@ -361,8 +404,6 @@ static int send_file(struct wsgi_req *req, PyObject *filelike)
                 return r;
         if (req->head_only || !status_has_body(req->status_code))
                 return 0;
-        if (req->chunked) /* a Content-Length was given and larger than the file: */
-                return 1;
         PyThreadState *ts = PyEval_SaveThread();
         while (left > 0) {
                 ssize_t n = sendfile(req->c->fd, fd, &off, min_u64(left, 1u << 30));
@@ -644,11 +685,13 @@ static PyObject *environ_http(struct worker *w, struct wsgi_conn *c, const struc
                         goto fail;
         }
 
-        /* SERVER_NAME and SERVER_PORT: from Host (RFC 9112 3.2), else the socket. */
-        port = 0;
-        if (hr->host.len > 0 && hr->host.len < sizeof(host)) {
-                const char *h = hr->host.ptr, *end = h + hr->host.len, *colon = NULL;
-                const char *hs = h, *he;
+        /*
+         * SERVER_NAME and SERVER_PORT: from Host (RFC 9112 3.2), "[v6]:port"
+         * included; what Host leaves open comes from the socket's address.
+         */
+        bool have_name = false, have_port = false;
+        if (hr->host.len > 0) {
+                const char *h = hr->host.ptr, *end = h + hr->host.len, *colon = NULL, *he;
                 if (*h == '[') {
                         const char *rb = memchr(h, ']', hr->host.len);
                         he = rb ? rb + 1 : end;
@@ -658,25 +701,24 @@ static PyObject *environ_http(struct worker *w, struct wsgi_conn *c, const struc
                         colon = memchr(h, ':', hr->host.len);
                         he = colon ? colon : end;
                 }
-                if (set_item(env, k[K_SERVER_NAME], hs, (size_t) (he - hs)) < 0)
-                        goto fail;
+                if (he > h) {
+                        if (set_item(env, k[K_SERVER_NAME], h, (size_t) (he - h)) < 0)
+                                goto fail;
+                        have_name = true;
+                }
                 if (colon && colon + 1 < end) {
                         if (set_item(env, k[K_SERVER_PORT], colon + 1, (size_t) (end - colon - 1)) <
                             0)
                                 goto fail;
-                        port = 1;
+                        have_port = true;
                 }
-        } else {
-                local_addr(c, host, sizeof(host), &port);
-                if (set_item(env, k[K_SERVER_NAME], host, strlen(host)) < 0)
-                        goto fail;
-                port = 0;
         }
-        if (!port) {
-                local_addr(c, host, sizeof(host), &port);
+        if (!have_name || !have_port) {
                 char p[8];
+                local_addr(c, host, sizeof(host), &port);
                 int n = snprintf(p, sizeof(p), "%u", port);
-                if (set_item(env, k[K_SERVER_PORT], p, (size_t) n) < 0)
+                if ((!have_name && set_item(env, k[K_SERVER_NAME], host, strlen(host)) < 0) ||
+                    (!have_port && set_item(env, k[K_SERVER_PORT], p, (size_t) n) < 0))
                         goto fail;
         }
         addr_text(&c->peer, host, sizeof(host), &port);
@@ -713,6 +755,9 @@ static PyObject *environ_uwsgi(struct worker *w, struct wsgi_conn *c,
                 return NULL;
         for (size_t i = 0; i < ur->n_vars; i++) {
                 const struct uwsgi_var *v = &ur->vars[i];
+                /* PEP 3333: these are CONTENT_TYPE/CONTENT_LENGTH only, never twice. */
+                if (span_eq(v->key, "HTTP_CONTENT_TYPE") || span_eq(v->key, "HTTP_CONTENT_LENGTH"))
+                        continue;
                 PyObject *key = known_key(py, v->key.ptr, v->key.len); /* borrowed */
                 PyObject *own = NULL;                                  /* owned */
                 if (!key) {
@@ -909,34 +954,57 @@ static enum outcome run_app(struct worker *w, struct wsgi_req *req, PyObject *en
 static int drain_body(struct wsgi_req *req)
 {
         char scratch[DRAIN_CHUNK];
+        struct wsgi_conn *c = req->c;
+        int timeout = c->timeout_ms;
+        uint64_t deadline = now_ms() + (uint64_t) timeout;
+        int r = 0;
 
+        /*
+         * One socket timeout for the whole body, not for each read: a client
+         * trickling a huge body must not hold the worker for ever.
+         */
         req->body_pos = req->body_end;
         while (req->body_left > 0) {
-                ssize_t n = conn_recv(req->c, scratch, min_size(sizeof(scratch), req->body_left));
-                if (n <= 0)
-                        return n == 0 ? -ECONNRESET : (int) n;
+                uint64_t now = now_ms();
+                if (now >= deadline) {
+                        r = -ETIMEDOUT;
+                        break;
+                }
+                c->timeout_ms = (int) (deadline - now);
+                ssize_t n = conn_recv(c, scratch, min_size(sizeof(scratch), req->body_left));
+                if (n <= 0) {
+                        r = n == 0 ? -ECONNRESET : (int) n;
+                        break;
+                }
                 req->body_left -= (uint64_t) n;
         }
-        return 0;
+        c->timeout_ms = timeout;
+        return r;
 }
 
 static void slot_begin(struct worker *w, const char *desc)
 {
-        if (!w->slot)
+        if (!w->status)
                 return;
-        snprintf(w->slot->request, sizeof(w->slot->request), "%s", desc);
-        atomic_store(&w->slot->request_ms, now_ms());
-        atomic_store(&w->slot->busy, 1);
+        snprintf(w->status->request, sizeof(w->status->request), "%s", desc);
+        atomic_store(&w->status->request_ms, now_ms());
+        atomic_store(&w->status->busy, 1);
 }
 
 static void slot_end(struct worker *w)
 {
-        w->served++;
-        if (w->srv->notify)
+        uint64_t served = atomic_fetch_add(&w->g->served, 1) + 1;
+        unsigned max = w->srv->s->max_requests;
+
+        if (max && served >= max && !atomic_exchange(&w->g->recycle, true))
+                log_info("worker %d: %llu requests served (max-requests), recycling",
+                         (int) getpid(), (unsigned long long) served);
+        /* Only thread 0 talks to systemd: struct notify is not shared. */
+        if (w->srv->notify && w->index == 0)
                 (void) notify_tick(w->srv->notify, now_us());
-        if (!w->slot)
+        if (!w->status)
                 return;
-        atomic_store(&w->slot->busy, 0);
+        atomic_store(&w->status->busy, 0);
         atomic_fetch_add(&w->slot->requests, 1);
 }
 
@@ -1019,32 +1087,60 @@ static void reply_error(struct wsgi_conn *c, int status, int minor)
 }
 
 /*
- * Waits for more bytes of a head. Between requests on a keep-alive
- * connection the wait gives way to a stop request or to another client
- * waiting on a listener: an idle connection must not hold the worker.
+ * ppoll() on the first nfds entries of w->pfds for at most max_ms, with the
+ * signals unblocked only inside it: they are blocked, the flags checked, and
+ * ppoll() unblocks them atomically, so none is lost in between. The thread
+ * that feeds the watchdog (thread 0 without a master) wakes in time for it.
+ * Returns ppoll()'s count (0: the time is up), or -errno (-EINTR: a signal).
  */
-static int wait_head(struct worker *w, struct wsgi_conn *c, bool idle)
+static int idle_poll(struct worker *w, size_t nfds, uint64_t max_ms)
 {
-        if (!idle)
-                return wsgi_wait_fd(c->fd, POLLIN, c->timeout_ms);
-
+        struct notify *n = w->index == 0 ? w->srv->notify : NULL;
+        uint64_t ms = max_ms;
         sigset_t old;
-        size_t n = w->n_listeners;
+        int r = 0, e = 0;
+
+        if (n)
+                ms = min_u64(ms, notify_next_due(n, now_us()) / 1000 + 1);
+        struct timespec ts = {.tv_sec = (time_t) (ms / 1000),
+                              .tv_nsec = (long) (ms % 1000) * 1000000};
+        for (size_t i = 0; i < nfds; i++)
+                w->pfds[i].revents = 0;
+        pthread_sigmask(SIG_BLOCK, &w->block, &old);
+        if (!stop_requested(w)) {
+                r = ppoll(w->pfds, nfds, &ts, &old);
+                e = errno;
+        }
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        if (n)
+                (void) notify_tick(n, now_us());
+        return r < 0 ? -e : r;
+}
+
+/*
+ * Waits for the next request on a keep-alive connection, at most
+ * KEEPALIVE_MS. The wait gives way to a stop request and to another client
+ * waiting on a listener: an idle connection must not hold the worker.
+ * Returns 0 when the connection has bytes, -ETIMEDOUT when it should close.
+ */
+static int wait_next_request(struct worker *w, struct wsgi_conn *c)
+{
+        size_t n = w->n_listeners + 1; /* the listeners and the wake eventfd */
+        uint64_t deadline = now_ms() + KEEPALIVE_MS;
+
         w->pfds[n] = (struct pollfd){.fd = c->fd, .events = POLLIN};
-        struct timespec ts = {.tv_sec = KEEPALIVE_MS / 1000};
-        for (size_t i = 0; i < n; i++)
-                w->pfds[i] = (struct pollfd){.fd = w->srv->listeners[i].l.fd, .events = POLLIN};
-        sigprocmask(SIG_BLOCK, &w->block, &old);
-        int r = stop_requested(w) ? 0 : ppoll(w->pfds, n + 1, &ts, &old);
-        int e = errno;
-        sigprocmask(SIG_SETMASK, &old, NULL);
-        if (r < 0 && e != EINTR)
-                return -e;
-        if (r <= 0 || stop_requested(w))
-                return -ETIMEDOUT;
-        if (w->pfds[n].revents)
-                return 0;
-        return -ETIMEDOUT; /* someone else waits: close this idle connection */
+        for (;;) {
+                uint64_t now = now_ms();
+                if (now >= deadline || stop_requested(w))
+                        return -ETIMEDOUT;
+                int r = idle_poll(w, n + 1, deadline - now);
+                if (r < 0 && r != -EINTR)
+                        return r;
+                if (w->pfds[n].revents)
+                        return 0;
+                if (r > 0)
+                        return -ETIMEDOUT; /* someone else waits: close this idle connection */
+        }
 }
 
 static void serve_http(struct worker *w, struct wsgi_conn *c)
@@ -1062,24 +1158,12 @@ static void serve_http(struct worker *w, struct wsgi_conn *c)
                                 head = -E2BIG;
                                 break;
                         }
-                        if (!first || c->len > 0) {
-                                int r = c->len > 0 ? wsgi_wait_fd(c->fd, POLLIN, c->timeout_ms)
-                                                   : wait_head(w, c, true);
-                                if (r < 0)
-                                        return;
-                        }
-                        ssize_t n = recv(c->fd, c->buf + c->len, c->cap - c->len, 0);
-                        if (n == 0)
+                        /* Between requests the wait gives way to a stop or another client. */
+                        if (!first && c->len == 0 && wait_next_request(w, c) < 0)
                                 return;
-                        if (n < 0) {
-                                if (errno == EINTR)
-                                        continue;
-                                if (errno != EAGAIN)
-                                        return;
-                                if (wsgi_wait_fd(c->fd, POLLIN, c->timeout_ms) < 0)
-                                        return;
-                                continue;
-                        }
+                        ssize_t n = conn_recv(c, c->buf + c->len, c->cap - c->len);
+                        if (n <= 0)
+                                return;
                         c->len += (size_t) n;
                 }
                 if (head < 0) {
@@ -1101,8 +1185,6 @@ static void serve_http(struct worker *w, struct wsgi_conn *c)
                     serve(w, c, &hr, NULL, (size_t) head, body, hr.minor_version,
                           hr.method == HTTP_HEAD, hr.keep_alive && !stop_requested(w), desc);
                 if (o != OUT_DONE || stop_requested(w))
-                        return;
-                if (w->srv->s->max_requests && w->served >= w->srv->s->max_requests)
                         return;
         }
 }
@@ -1184,72 +1266,121 @@ static int accept_one(struct worker *w, struct wsgi_conn *c)
 /* Sleeps until a listener is ready or a signal came. */
 static void idle_wait(struct worker *w)
 {
-        sigset_t old;
-        struct timespec ts = {.tv_sec = 1};
+        (void) idle_poll(w, w->n_listeners + 1, 1000);
+}
 
+/* The accept-and-serve loop of one thread. Called without the GIL. */
+static void serve_loop(struct worker *w)
+{
+        for (;;) {
+                struct wsgi_conn c = {
+                    .buf = w->buf,
+                    .cap = w->cap,
+                    .timeout_ms = (int) w->srv->s->socket_timeout * 1000,
+                };
+                if (stop_requested(w))
+                        break;
+                c.fd = accept_one(w, &c);
+                if (c.fd < 0) {
+                        idle_wait(w);
+                        continue;
+                }
+                if (c.proto == WSGI_PROTO_HTTP)
+                        serve_http(w, &c);
+                else
+                        serve_uwsgi(w, &c);
+                (void) close(c.fd);
+        }
+}
+
+/* Threads after the first get their own Python thread state. */
+static void *thread_main(void *arg)
+{
+        struct worker *w = arg;
+        PyGILState_STATE st = PyGILState_Ensure();
+
+        w->ts = PyEval_SaveThread();
+        serve_loop(w);
+        PyEval_RestoreThread(w->ts);
+        wsgi_req_objects_done(&w->objs);
+        PyGILState_Release(st);
+        return NULL;
+}
+
+static int worker_init(struct worker *w, const struct wsgi_server *srv, const struct wsgi_py *py,
+                       struct worker_group *g, struct wsgi_slot *slot, unsigned index)
+{
+        *w = (struct worker){
+            .srv = srv,
+            .py = py,
+            .g = g,
+            .slot = slot,
+            .status = slot ? &slot->t[index] : NULL,
+            .index = index,
+            .n_listeners = srv->n_listeners,
+            .cap = srv->s->buffer_size,
+        };
+        sigemptyset(&w->block);
+        sigaddset(&w->block, SIGTERM);
+        sigaddset(&w->block, SIGINT);
+        sigaddset(&w->block, SIGHUP);
+        w->buf = malloc(w->cap);
+        w->pfds = calloc(w->n_listeners + 2, sizeof(*w->pfds));
+        if (!w->buf || !w->pfds)
+                return -ENOMEM;
         for (size_t i = 0; i < w->n_listeners; i++)
-                w->pfds[i] = (struct pollfd){.fd = w->srv->listeners[i].l.fd, .events = POLLIN};
-        sigprocmask(SIG_BLOCK, &w->block, &old);
-        if (!stop_requested(w))
-                (void) ppoll(w->pfds, w->n_listeners, &ts, &old);
-        sigprocmask(SIG_SETMASK, &old, NULL);
-        /* Without a master this process feeds the watchdog itself. */
-        if (w->srv->notify)
-                (void) notify_tick(w->srv->notify, now_us());
+                w->pfds[i] = (struct pollfd){.fd = srv->listeners[i].l.fd, .events = POLLIN};
+        w->pfds[w->n_listeners] = (struct pollfd){.fd = g->wake_fd, .events = POLLIN};
+        return 0;
 }
 
 int wsgi_worker_run(const struct wsgi_server *srv, const struct wsgi_py *py, struct wsgi_slot *slot)
 {
-        struct worker w = {
-            .srv = srv,
-            .py = py,
-            .slot = slot,
-            .n_listeners = srv->n_listeners,
-            .cap = srv->s->buffer_size,
-        };
-        sigemptyset(&w.block);
-        sigaddset(&w.block, SIGTERM);
-        sigaddset(&w.block, SIGINT);
-        sigaddset(&w.block, SIGHUP);
-        w.buf = malloc(w.cap);
-        w.pfds = calloc(w.n_listeners + 1, sizeof(*w.pfds));
-        if (!w.buf || !w.pfds) {
-                free(w.buf);
-                free(w.pfds);
+        struct worker_group g = {.wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)};
+        unsigned n = srv->s->threads, started = 1;
+        struct worker *w;
+        int r = 0;
+
+        if (g.wake_fd < 0)
+                return log_errno(-errno, "worker: eventfd: %m");
+        w = calloc(n, sizeof(*w));
+        if (!w) {
+                (void) close(g.wake_fd);
                 return log_errno(-ENOMEM, "worker: out of memory");
+        }
+        for (unsigned i = 0; i < n && r == 0; i++)
+                r = worker_init(&w[i], srv, py, &g, slot, i);
+        if (r < 0) {
+                log_errno(r, "worker: out of memory");
+                goto done;
         }
         if (slot)
                 atomic_store(&slot->ready, 1);
 
         /* The GIL is held only while a request runs Python code. */
-        w.ts = PyEval_SaveThread();
-        for (;;) {
-                struct wsgi_conn c = {
-                    .buf = w.buf,
-                    .cap = w.cap,
-                    .timeout_ms = (int) srv->s->socket_timeout * 1000,
-                };
-                if (stop_requested(&w))
-                        break;
-                if (srv->s->max_requests && w.served >= srv->s->max_requests) {
-                        log_info("worker %d: %llu requests served (max-requests), recycling",
-                                 (int) getpid(), (unsigned long long) w.served);
+        w[0].ts = PyEval_SaveThread();
+        for (; started < n; started++) {
+                r = -pthread_create(&w[started].thread, NULL, thread_main, &w[started]);
+                if (r < 0) {
+                        log_errno(r, "worker: cannot start thread %u: %m", started);
+                        *srv->sig.stop = 1;
                         break;
                 }
-                c.fd = accept_one(&w, &c);
-                if (c.fd < 0) {
-                        idle_wait(&w);
-                        continue;
-                }
-                if (c.proto == WSGI_PROTO_HTTP)
-                        serve_http(&w, &c);
-                else
-                        serve_uwsgi(&w, &c);
-                (void) close(c.fd);
         }
-        PyEval_RestoreThread(w.ts);
-        wsgi_req_objects_done(&w.objs);
-        free(w.buf);
-        free(w.pfds);
-        return 0;
+        if (r == 0)
+                serve_loop(&w[0]);
+        else
+                (void) stop_requested(&w[0]); /* wakes the threads that did start */
+        for (unsigned i = 1; i < started; i++)
+                (void) pthread_join(w[i].thread, NULL);
+        PyEval_RestoreThread(w[0].ts);
+        wsgi_req_objects_done(&w[0].objs);
+done:
+        for (unsigned i = 0; i < n; i++) {
+                free(w[i].buf);
+                free(w[i].pfds);
+        }
+        free(w);
+        (void) close(g.wake_fd);
+        return r;
 }

@@ -345,10 +345,16 @@ static PyObject *start_call(PyObject *self, PyObject *args, PyObject *kwargs)
         }
         if (check_headers(headers, &length) < 0)
                 return NULL;
+        /*
+         * A copy of the list: the application may change its own list until
+         * the head goes out, while the (immutable) tuples checked above stay.
+         */
+        PyObject *copy = PyList_GetSlice(headers, 0, PyList_GET_SIZE(headers)); /* owned */
+        if (!copy)
+                return NULL;
         Py_INCREF(status);
         Py_XSETREF(req->status, status);
-        Py_INCREF(headers);
-        Py_XSETREF(req->headers, headers);
+        Py_XSETREF(req->headers, copy);
         req->status_code = code;
         req->content_length = length;
         Py_INCREF(so->write);

@@ -1,0 +1,8 @@
+# SPDX-License-Identifier: MIT
+"""The smallest WSGI application: the benchmark's hello world."""
+
+
+def application(environ, start_response):
+    body = b"Hello, World!\n"
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]

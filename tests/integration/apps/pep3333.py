@@ -1,0 +1,183 @@
+# SPDX-License-Identifier: MIT
+"""A WSGI application for wharf-wsgi's integration tests.
+
+Everything under / runs inside wsgiref.validate.validator, which checks both
+sides of PEP 3333; the daemon runs with PYTHONWARNINGS=error, so a warning of
+the validator becomes an exception and a test that sees a 500 fails. Paths
+under /raw/ are served without the validator, for what it cannot wrap
+(wsgi.file_wrapper's zero-copy path, an application that breaks the rules on
+purpose).
+
+WSGI_TEST_DIR names a directory where the application leaves traces (close()
+calls) for the test to look at.
+"""
+
+import json
+import os
+import sys
+import time
+from wsgiref.validate import validator
+
+TRACE_DIR = os.environ.get("WSGI_TEST_DIR", "/tmp")
+# What a reload must change: read once, at import.
+try:
+    with open(os.path.join(TRACE_DIR, "version.txt")) as f:
+        VERSION = f.read().strip()
+except OSError:
+    VERSION = "none"
+if VERSION == "broken":
+    raise RuntimeError("this version does not load")
+
+
+def trace(name):
+    with open(os.path.join(TRACE_DIR, name), "a") as f:
+        f.write(f"{os.getpid()}\n")
+
+
+def query(environ):
+    out = {}
+    for part in environ.get("QUERY_STRING", "").split("&"):
+        if part:
+            k, _, v = part.partition("=")
+            out[k] = v
+    return out
+
+
+class Closing:
+    """An iterable whose close() leaves a trace."""
+
+    def __init__(self, chunks, name, fail_after=None):
+        self.chunks = chunks
+        self.name = name
+        self.fail_after = fail_after
+
+    def __iter__(self):
+        for i, c in enumerate(self.chunks):
+            if self.fail_after is not None and i == self.fail_after:
+                raise RuntimeError("failure in the middle of the body")
+            yield c
+            if self.name == "slow":
+                time.sleep(0.05)
+
+    def close(self):
+        trace("close-" + self.name)
+
+
+def plain(start_response, body, status="200 OK", ctype="text/plain", length=True):
+    headers = [("Content-Type", ctype)]
+    if length:
+        headers.append(("Content-Length", str(len(body))))
+    start_response(status, headers)
+    return [body]
+
+
+def app(environ, start_response):
+    path = environ["PATH_INFO"]
+    q = query(environ)
+    if path == "/env":
+        env = {k: v for k, v in environ.items() if isinstance(v, str)}
+        env["wsgi.version"] = list(environ["wsgi.version"])
+        for k in ("wsgi.multithread", "wsgi.multiprocess", "wsgi.run_once"):
+            env[k] = environ[k]
+        env["has_file_wrapper"] = "wsgi.file_wrapper" in environ
+        environ["wsgi.errors"].write("env requested\n")
+        environ["wsgi.errors"].flush()
+        return plain(start_response, json.dumps(env).encode(), ctype="application/json")
+    if path == "/echo":
+        n = int(environ.get("CONTENT_LENGTH") or 0)
+        how = q.get("how", "read")
+        inp = environ["wsgi.input"]
+        if how == "read":
+            body = inp.read(n)
+        elif how == "chunks":
+            parts = []
+            while True:
+                b = inp.read(int(q.get("size", "7")))
+                if not b:
+                    break
+                parts.append(b)
+            body = b"|".join(parts)
+        elif how == "readline":
+            lines = []
+            while True:
+                line = inp.readline()
+                if not line:
+                    break
+                lines.append(line)
+            body = json.dumps([x.decode("latin-1") for x in lines]).encode()
+        elif how == "readlines":
+            body = json.dumps([x.decode("latin-1") for x in inp.readlines()]).encode()
+        elif how == "iter":
+            body = json.dumps([x.decode("latin-1") for x in inp]).encode()
+        else:
+            body = b"?"
+        return plain(start_response, body)
+    if path == "/ignore-body":
+        return plain(start_response, b"ignored your body\n")
+    if path == "/stream":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return Closing([b"one\n", b"", b"two\n", b"three\n"], "stream")
+    if path == "/slow-stream":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return Closing([b"x" * 65536] * 200, "slow")
+    if path == "/write":
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        write(b"written ")
+        write(b"then ")
+        return [b"returned\n"]
+    if path == "/error-before":
+        raise ValueError("boom before the body")
+    if path == "/error-after":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return Closing([b"first part\n", b"never\n"], "error-after", fail_after=1)
+    if path == "/error-after-length":
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "100")])
+        return Closing([b"first part\n", b"never\n"], "error-after-length", fail_after=1)
+    if path == "/exc-info":
+        try:
+            raise KeyError("handled")
+        except KeyError:
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            start_response(
+                "503 Service Unavailable",
+                [("Content-Type", "text/plain"), ("Content-Length", "8")],
+                sys.exc_info(),
+            )
+        return [b"handled\n"]
+    if path == "/sleep":
+        time.sleep(float(q.get("s", "1")))
+        return plain(start_response, b"slept\n")
+    if path == "/pid":
+        return plain(start_response, str(os.getpid()).encode())
+    if path == "/version":
+        return plain(start_response, VERSION.encode())
+    if path == "/status-204":
+        start_response("204 No Content", [])
+        return []
+    return plain(start_response, b"not found\n", status="404 Not Found")
+
+
+validated = validator(app)
+
+
+def raw(environ, start_response):
+    path = environ["PATH_INFO"]
+    if path == "/raw/file":
+        f = open(os.path.join(TRACE_DIR, "file.bin"), "rb")
+        f.seek(int(query(environ).get("skip", "0")))
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return environ["wsgi.file_wrapper"](f, 4096)
+    if path == "/raw/osenv":
+        return plain(start_response, os.environ.get(query(environ)["name"], "-").encode())
+    if path == "/raw/no-start":
+        return [b"no start_response"]
+    if path == "/raw/bad-header":
+        start_response("200 OK", [("X-Evil", "a\r\nInjected: yes")])
+        return [b""]
+    return plain(start_response, b"raw not found\n", status="404 Not Found")
+
+
+def application(environ, start_response):
+    if environ["PATH_INFO"].startswith("/raw/"):
+        return raw(environ, start_response)
+    return validated(environ, start_response)
