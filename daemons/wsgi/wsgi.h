@@ -7,6 +7,7 @@
  *   main.c          command line, configuration, sockets, signals, start-up
  *   wsgi_config.c   the option table (uWSGI spelling) and its checks
  *   wsgi_python.c   the interpreter, loading the application, tracebacks
+ *   wsgi_body.c     request bodies read whole first: memory, or an unlinked temp file
  *   wsgi_types.c    the C types: wsgi.input, start_response, write(),
  *                   wsgi.errors, wsgi.file_wrapper
  *   wsgi_request.c  the serving threads of a worker; one connection: uwsgi
@@ -53,6 +54,9 @@
 /* Set across a reload's re-exec when the passed sockets are ones we bound. */
 #define WSGI_OWN_SOCKETS_ENV "WHARF_WSGI_OWN_SOCKETS"
 #define WSGI_REQUEST_DESC 160 /* "GET /path" kept for harakiri and logs */
+/* A chunked body is held in memory up to this much when post-buffering is unset. */
+#define WSGI_CHUNKED_MEMORY (64 * 1024)
+#define WSGI_SPOOL_RBUF (64 * 1024)
 
 /* Settings as the options set them; strings point into the config file or argv. */
 struct wsgi_settings {
@@ -80,6 +84,8 @@ struct wsgi_settings {
         uint64_t buffer_size;
         unsigned socket_timeout; /* seconds */
         unsigned reload_mercy;   /* seconds a stopping worker may take */
+        uint64_t post_buffering; /* bytes: bodies are read whole first; larger ones to a file */
+        uint64_t limit_post;     /* bytes: a larger body is refused with 413; 0: no limit */
         const char *log_level;
 };
 
@@ -220,6 +226,20 @@ struct wsgi_conn {
 };
 
 /*
+ * A request body read whole before the application runs: in memory up to
+ * threshold bytes, beyond that in an unlinked temporary file (wsgi_body.c).
+ */
+struct wsgi_spool {
+        char *mem; /* owned, while in memory */
+        size_t mem_len, mem_cap;
+        int fd;     /* owned: the file, or -1 while in memory */
+        char *rbuf; /* owned: WSGI_SPOOL_RBUF bytes read from the file at a time */
+        uint64_t size;
+        uint64_t threshold;
+        uint64_t read_pos;
+};
+
+/*
  * One request, from the parsed head to the last byte out. Lives on the
  * worker's stack; the Python objects that point at it (input,
  * start_response, write) are detached before it goes away.
@@ -232,9 +252,12 @@ struct wsgi_req {
         bool keep_alive;   /* HTTP: the connection may serve another request */
 
         /* The body, as wsgi.input gives it out. */
-        size_t body_pos, body_end; /* body bytes still in c->buf */
-        uint64_t body_left;        /* body bytes not yet read from the socket */
+        char *body_buf;            /* c->buf, or the spool's memory or read buffer */
+        size_t body_pos, body_end; /* body bytes still in body_buf */
+        uint64_t body_left;        /* body bytes not yet read from the socket (or spool) */
         bool body_error;           /* the client went away while sending it */
+        struct wsgi_spool *spool;  /* the body read whole beforehand (body_left counts what
+                                      is still unread in it), or NULL: it streams */
 
         /* start_response */
         PyObject *status;  /* owned: str, or NULL before start_response */
@@ -298,17 +321,11 @@ PyObject *wsgi_file_wrapper_filelike(const struct wsgi_py *py, PyObject *obj);
 
 /* wsgi_request.c */
 
+/* recv with the socket timeout, the GIL released. Returns bytes (0 at EOF) or -errno. */
+ssize_t wsgi_conn_recv(struct wsgi_conn *c, char *dst, size_t max);
+
 /* Sends body bytes for the application (write() and the iterable). Returns 0 or -errno. */
 int wsgi_req_write(struct wsgi_req *req, const char *data, size_t len);
-
-/*
- * Refills c->buf with the next body bytes (after the buffered ones were used
- * up). Returns the count (> 0), 0 at the end of the body, or -errno.
- */
-ssize_t wsgi_req_fill_body(struct wsgi_req *req);
-
-/* Reads body bytes for wsgi.input into dst, at most max. Returns the count (0: end) or -errno. */
-ssize_t wsgi_req_read_body(struct wsgi_req *req, char *dst, size_t max);
 
 /*
  * Waits for fd to be ready for events with the GIL released (when held).
@@ -323,6 +340,48 @@ int wsgi_wait_fd(int fd, short events, int timeout_ms);
  */
 int wsgi_worker_run(const struct wsgi_server *srv, const struct wsgi_py *py,
                     struct wsgi_slot *slot);
+
+/* wsgi_body.c */
+
+/*
+ * Refills body_buf with the next body bytes (after the buffered ones were used
+ * up). Returns the count (> 0), 0 at the end of the body, or -errno.
+ */
+ssize_t wsgi_req_fill_body(struct wsgi_req *req);
+
+/* Reads body bytes for wsgi.input into dst, at most max. Returns the count (0: end) or -errno. */
+ssize_t wsgi_req_read_body(struct wsgi_req *req, char *dst, size_t max);
+
+void wsgi_spool_init(struct wsgi_spool *s, uint64_t threshold);
+/* Appends body bytes, moving to a file once past the threshold. Returns 0 or -errno. */
+int wsgi_spool_append(struct wsgi_spool *s, const char *data, size_t len);
+/* Moves the bytes so far to the file now (when the size is known to pass the threshold). */
+int wsgi_spool_to_file(struct wsgi_spool *s);
+/* Reads from where the last read ended. Returns the count (0: end) or -errno. */
+ssize_t wsgi_spool_read(struct wsgi_spool *s, char *dst, size_t max);
+/* Frees the memory and closes the file (which the kernel then removes). */
+void wsgi_spool_done(struct wsgi_spool *s);
+
+/*
+ * post-buffering: reads a Content-Length body of body_len bytes, the start
+ * of which follows the head_len bytes of head in c->buf, whole into sp; a
+ * body past sp's threshold goes to the file from the start. The body's bytes
+ * leave c->buf (c->len becomes head_len). Called without the GIL.
+ * Returns 0 or -errno.
+ */
+int wsgi_spool_body(struct wsgi_conn *c, size_t head_len, uint64_t body_len, struct wsgi_spool *sp);
+
+/*
+ * Reads a chunked body whole into sp (initialised here, memory up to
+ * post-buffering or WSGI_CHUNKED_MEMORY), decoded, within limit-post: first
+ * what follows the head in c->buf, then what arrives. What follows the body
+ * (a pipelined request) is put back right after the head; when it does not
+ * fit there, *keep_alive becomes false so that the client sends it again.
+ * Called without the GIL. Returns 0, -EBADMSG (malformed), -EFBIG (past
+ * limit-post) or -errno.
+ */
+ssize_t wsgi_read_chunked(struct wsgi_conn *c, size_t head, const struct wsgi_settings *s,
+                          struct wsgi_spool *sp, bool *keep_alive);
 
 /* wsgi_master.c */
 

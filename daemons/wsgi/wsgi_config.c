@@ -47,6 +47,8 @@ const struct config_key wsgi_config_keys[] = {
     KEY("reload-mercy", CONFIG_UINT, reload_mercy),
     KEY("worker-reload-mercy", CONFIG_UINT, reload_mercy),
     KEY("log-level", CONFIG_STRING, log_level),
+    KEY("post-buffering", CONFIG_SIZE, post_buffering),
+    KEY("limit-post", CONFIG_SIZE, limit_post),
     /* What uWSGI needs and wharf does by design: accepted without effect. */
     {"die-on-term", CONFIG_IGNORED, 0},
     /* The backlog is the socket's: systemd's Backlog=, or wharf's own default. */

@@ -116,8 +116,7 @@ int wsgi_wait_fd(int fd, short events, int timeout_ms)
         return 0;
 }
 
-/* recv with the socket timeout. Returns bytes (0 at EOF) or -errno. */
-static ssize_t conn_recv(struct wsgi_conn *c, char *dst, size_t max)
+ssize_t wsgi_conn_recv(struct wsgi_conn *c, char *dst, size_t max)
 {
         for (;;) {
                 PyThreadState *ts = gil_release();
@@ -142,7 +141,7 @@ static int discard_some(struct wsgi_req *req)
         ssize_t n;
 
         req->body_pos = req->body_end;
-        if (req->body_left == 0)
+        if (req->body_left == 0 || req->spool)
                 return 0;
         n = recv(req->c->fd, scratch, min_size(sizeof(scratch), req->body_left), MSG_DONTWAIT);
         if (n > 0) {
@@ -173,7 +172,7 @@ static int send_all(struct wsgi_req *req, struct iovec *iov, int n)
                                 continue;
                         if (errno != EAGAIN)
                                 return -errno;
-                        short ev = POLLOUT | (req->body_left > 0 ? POLLIN : 0);
+                        short ev = POLLOUT | (req->body_left > 0 && !req->spool ? POLLIN : 0);
                         struct pollfd p = {.fd = c->fd, .events = ev};
                         PyThreadState *ts = gil_release();
                         int r = poll(&p, 1, c->timeout_ms);
@@ -201,53 +200,6 @@ static int send_all(struct wsgi_req *req, struct iovec *iov, int n)
                 }
         }
         return 0;
-}
-
-/* ---- the request body ---- */
-
-ssize_t wsgi_req_fill_body(struct wsgi_req *req)
-{
-        struct wsgi_conn *c = req->c;
-        ssize_t n;
-
-        if (req->body_pos < req->body_end)
-                return (ssize_t) (req->body_end - req->body_pos);
-        if (req->body_left == 0)
-                return 0;
-        /* Nothing after the body is in the buffer while body_left > 0. */
-        n = conn_recv(c, c->buf, min_size(c->cap, req->body_left));
-        if (n <= 0) {
-                req->body_error = true;
-                return n == 0 ? -ECONNRESET : n;
-        }
-        req->body_pos = 0;
-        req->body_end = (size_t) n;
-        req->body_left -= (uint64_t) n;
-        c->len = (size_t) n;
-        return n;
-}
-
-ssize_t wsgi_req_read_body(struct wsgi_req *req, char *dst, size_t max)
-{
-        size_t buffered = req->body_end - req->body_pos;
-        ssize_t n;
-
-        if (buffered > 0) {
-                n = (ssize_t) min_size(buffered, max);
-                memcpy(dst, req->c->buf + req->body_pos, (size_t) n);
-                req->body_pos += (size_t) n;
-                return n;
-        }
-        if (req->body_left == 0)
-                return 0;
-        /* Large reads go straight into the caller's bytes object. */
-        n = conn_recv(req->c, dst, min_size(max, req->body_left));
-        if (n <= 0) {
-                req->body_error = true;
-                return n == 0 ? -ECONNRESET : n;
-        }
-        req->body_left -= (uint64_t) n;
-        return n;
 }
 
 /* ---- the response ---- */
@@ -617,8 +569,13 @@ static size_t percent_decode(const char *in, size_t len, char *out)
         return o;
 }
 
+/*
+ * The environ of an HTTP request. decoded_length is the size of a chunked
+ * body as it was decoded (-1 for any other): it becomes CONTENT_LENGTH, and
+ * Transfer-Encoding no longer applies to what wsgi.input gives.
+ */
 static PyObject *environ_http(struct worker *w, struct wsgi_conn *c, const struct http_request *hr,
-                              PyObject *input)
+                              int64_t decoded_length, PyObject *input)
 {
         const struct wsgi_py *py = w->py;
         PyObject *const *k = py->keys;
@@ -648,8 +605,16 @@ static PyObject *environ_http(struct worker *w, struct wsgi_conn *c, const struc
             set_item(env, k[K_REQUEST_URI], hr->target.ptr, hr->target.len) < 0)
                 goto fail;
 
+        if (decoded_length >= 0) {
+                char n[24];
+                int len = snprintf(n, sizeof(n), "%lld", (long long) decoded_length);
+                if (set_item(env, k[K_CONTENT_LENGTH], n, (size_t) len) < 0)
+                        goto fail;
+        }
         for (size_t i = 0; i < hr->n_headers; i++) {
                 const struct http_header *h = &hr->headers[i];
+                if (decoded_length >= 0 && span_eq_case(h->name, "Transfer-Encoding"))
+                        continue;
                 if (span_eq_case(h->name, "Content-Type")) {
                         if (set_or_join(env, k[K_CONTENT_TYPE], h->value.ptr, h->value.len, false) <
                             0)
@@ -971,7 +936,7 @@ static int drain_body(struct wsgi_req *req)
                         break;
                 }
                 c->timeout_ms = (int) (deadline - now);
-                ssize_t n = conn_recv(c, scratch, min_size(sizeof(scratch), req->body_left));
+                ssize_t n = wsgi_conn_recv(c, scratch, min_size(sizeof(scratch), req->body_left));
                 if (n <= 0) {
                         r = n == 0 ? -ECONNRESET : (int) n;
                         break;
@@ -1008,10 +973,38 @@ static void slot_end(struct worker *w)
         atomic_fetch_add(&w->slot->requests, 1);
 }
 
-/* Serves one request whose head is parsed. Called without the GIL. */
+/* A short error response for a request that never reached the application. */
+static void reply_error(struct wsgi_conn *c, int status, int minor)
+{
+        char buf[1024];
+        struct http_writer wr;
+        http_writer_init(&wr, buf, sizeof(buf));
+        ssize_t n = http_write_error(&wr, minor, status, false, NULL, NULL, NULL, false);
+        if (n > 0)
+                (void) send(c->fd, buf, (size_t) n, MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+/* A failure to read a body whole: the client's, or ours (then it hears 500). */
+static void spool_failed(struct wsgi_conn *c, int r, int minor, const char *desc)
+{
+        if (r == -ECONNRESET || r == -ETIMEDOUT || r == -EPIPE) {
+                log_debug("%s: the client went away while sending the request body", desc);
+                return;
+        }
+        log_error("%s: cannot keep the request body in a temporary file in %s: %s", desc,
+                  getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", strerror(-r));
+        reply_error(c, 500, minor);
+}
+
+/*
+ * Serves one request whose head is parsed. Called without the GIL. spool is
+ * a body already read whole (a chunked one), owned from here on, or NULL:
+ * the body_len bytes after the head are the body.
+ */
 static enum outcome serve(struct worker *w, struct wsgi_conn *c, const struct http_request *hr,
                           const struct uwsgi_request *ur, size_t head_len, uint64_t body_len,
-                          int minor, bool head_only, bool keep_alive, const char *desc)
+                          struct wsgi_spool *spool, int minor, bool head_only, bool keep_alive,
+                          const char *desc)
 {
         struct wsgi_req req = {
             .c = c,
@@ -1023,17 +1016,44 @@ static enum outcome serve(struct worker *w, struct wsgi_conn *c, const struct ht
         };
         enum outcome out;
         PyObject *env = NULL; /* owned */
+        struct wsgi_spool own;
+        int64_t decoded_length = -1;
 
-        req.body_pos = head_len;
-        req.body_end = head_len + (size_t) min_u64(body_len, c->len - head_len);
-        req.body_left = body_len - (req.body_end - head_len);
+        wsgi_spool_init(&own, w->srv->s->post_buffering);
+        if (!spool && w->srv->s->post_buffering > 0 && body_len > c->len - head_len) {
+                int r = wsgi_spool_body(c, head_len, body_len, &own);
+                if (r < 0) {
+                        wsgi_spool_done(&own);
+                        spool_failed(c, r, minor, desc);
+                        return OUT_CLOSE;
+                }
+                spool = &own;
+        } else if (spool) {
+                decoded_length = (int64_t) spool->size;
+        }
+
+        if (!spool) {
+                req.body_buf = c->buf;
+                req.body_pos = head_len;
+                req.body_end = head_len + (size_t) min_u64(body_len, c->len - head_len);
+                req.body_left = body_len - (req.body_end - head_len);
+        } else if (spool->fd < 0) {
+                /* In memory: all of it is buffered, read with no copy. */
+                req.spool = spool;
+                req.body_buf = spool->mem;
+                req.body_end = spool->mem_len;
+        } else {
+                req.spool = spool;
+                req.body_buf = spool->rbuf;
+                req.body_left = spool->size;
+        }
 
         slot_begin(w, desc);
         PyEval_RestoreThread(w->ts);
         if (wsgi_req_objects_bind(&w->objs, w->py, &req) < 0) {
                 out = OUT_ABORT;
         } else {
-                env = hr ? environ_http(w, c, hr, w->objs.input)
+                env = hr ? environ_http(w, c, hr, decoded_length, w->objs.input)
                          : environ_uwsgi(w, c, ur, w->objs.input);
                 if (!env) {
                         wsgi_python_log_exception(w->py, "cannot build the environ");
@@ -1049,17 +1069,22 @@ static enum outcome serve(struct worker *w, struct wsgi_conn *c, const struct ht
         w->ts = PyEval_SaveThread();
         slot_end(w);
 
+        if (req.spool)
+                wsgi_spool_done(req.spool);
         if (out == OUT_ABORT) {
                 abort_conn(c);
                 return OUT_ABORT;
         }
         /* Unread body: read it away so the peer gets its response without a reset. */
-        if (req.body_pos < req.body_end || req.body_left > 0) {
+        if (!req.spool && (req.body_pos < req.body_end || req.body_left > 0)) {
                 if (drain_body(&req) < 0)
                         return OUT_CLOSE;
         }
-        /* What follows this request in the buffer (pipelining) moves to the front. */
-        size_t end = req.body_end;
+        /*
+         * What follows this request in the buffer (pipelining) moves to the
+         * front. A body read whole beforehand has left c->buf already.
+         */
+        size_t end = req.spool ? head_len : req.body_end;
         if (end < c->len && out == OUT_DONE) {
                 memmove(c->buf, c->buf + end, c->len - end);
                 c->len -= end;
@@ -1073,17 +1098,6 @@ static void describe(char *out, size_t size, struct span method, struct span tar
 {
         snprintf(out, size, "%.*s %.*s", (int) min_size(method.len, 16), method.ptr,
                  (int) min_size(target.len, size), target.ptr);
-}
-
-/* A short error response for a request that never reached the application. */
-static void reply_error(struct wsgi_conn *c, int status, int minor)
-{
-        char buf[1024];
-        struct http_writer wr;
-        http_writer_init(&wr, buf, sizeof(buf));
-        ssize_t n = http_write_error(&wr, minor, status, false, NULL, NULL, NULL, false);
-        if (n > 0)
-                (void) send(c->fd, buf, (size_t) n, MSG_NOSIGNAL | MSG_DONTWAIT);
 }
 
 /*
@@ -1161,7 +1175,7 @@ static void serve_http(struct worker *w, struct wsgi_conn *c)
                         /* Between requests the wait gives way to a stop or another client. */
                         if (!first && c->len == 0 && wait_next_request(w, c) < 0)
                                 return;
-                        ssize_t n = conn_recv(c, c->buf + c->len, c->cap - c->len);
+                        ssize_t n = wsgi_conn_recv(c, c->buf + c->len, c->cap - c->len);
                         if (n <= 0)
                                 return;
                         c->len += (size_t) n;
@@ -1170,20 +1184,40 @@ static void serve_http(struct worker *w, struct wsgi_conn *c)
                         reply_error(c, http_status_from_errno((int) head), 1);
                         return;
                 }
-                if (hr.body == HTTP_BODY_CHUNKED) {
-                        /* PEP 3333 has no way to give an application a body of unknown length. */
-                        reply_error(c, 411, hr.minor_version);
+                uint64_t body = hr.body == HTTP_BODY_LENGTH ? hr.content_length : 0;
+                uint64_t limit = w->srv->s->limit_post;
+                if (limit > 0 && body > limit) {
+                        reply_error(c, 413, hr.minor_version);
                         return;
                 }
-                uint64_t body = hr.body == HTTP_BODY_LENGTH ? hr.content_length : 0;
-                if (hr.expect_continue && body > c->len - (size_t) head) {
+                bool chunked = hr.body == HTTP_BODY_CHUNKED;
+                if (hr.expect_continue && (chunked || body > c->len - (size_t) head)) {
                         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
                         (void) send(c->fd, cont, sizeof(cont) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
                 }
                 describe(desc, sizeof(desc), hr.method_name, hr.target);
+                bool keep_alive = hr.keep_alive && !stop_requested(w);
+                struct wsgi_spool spool;
+                if (chunked) {
+                        /*
+                         * PEP 3333 gives an application a body of known length:
+                         * it is decoded whole first, as nginx does before
+                         * uwsgi_pass, and CONTENT_LENGTH is its decoded size.
+                         */
+                        ssize_t r =
+                            wsgi_read_chunked(c, (size_t) head, w->srv->s, &spool, &keep_alive);
+                        if (r < 0) {
+                                wsgi_spool_done(&spool);
+                                if (r == -EBADMSG || r == -EFBIG)
+                                        reply_error(c, r == -EBADMSG ? 400 : 413, hr.minor_version);
+                                else
+                                        spool_failed(c, (int) r, hr.minor_version, desc);
+                                return;
+                        }
+                }
                 enum outcome o =
-                    serve(w, c, &hr, NULL, (size_t) head, body, hr.minor_version,
-                          hr.method == HTTP_HEAD, hr.keep_alive && !stop_requested(w), desc);
+                    serve(w, c, &hr, NULL, (size_t) head, body, chunked ? &spool : NULL,
+                          hr.minor_version, hr.method == HTTP_HEAD, keep_alive, desc);
                 if (o != OUT_DONE || stop_requested(w))
                         return;
         }
@@ -1203,7 +1237,7 @@ static void serve_uwsgi(struct worker *w, struct wsgi_conn *c)
                         log_warning("uwsgi packet larger than buffer-size (%zu bytes)", c->cap);
                         return;
                 }
-                ssize_t n = conn_recv(c, c->buf + c->len, c->cap - c->len);
+                ssize_t n = wsgi_conn_recv(c, c->buf + c->len, c->cap - c->len);
                 if (n <= 0)
                         return;
                 c->len += (size_t) n;
@@ -1231,6 +1265,10 @@ static void serve_uwsgi(struct worker *w, struct wsgi_conn *c)
                 }
                 body = body * 10 + (uint64_t) (cl.ptr[i] - '0');
         }
+        if (w->srv->s->limit_post > 0 && body > w->srv->s->limit_post) {
+                reply_error(c, 413, 1);
+                return;
+        }
         struct span method = uwsgi_get(&ur, "REQUEST_METHOD");
         struct span uri = uwsgi_get(&ur, "REQUEST_URI");
         if (!uri.ptr)
@@ -1238,7 +1276,7 @@ static void serve_uwsgi(struct worker *w, struct wsgi_conn *c)
         struct span proto = uwsgi_get(&ur, "SERVER_PROTOCOL");
         describe(desc, sizeof(desc), method.ptr ? method : span_from_str("GET"),
                  uri.ptr ? uri : span_from_str("/"));
-        (void) serve(w, c, NULL, &ur, (size_t) head, body,
+        (void) serve(w, c, NULL, &ur, (size_t) head, body, NULL,
                      proto.ptr && span_eq(proto, "HTTP/1.0") ? 0 : 1,
                      method.ptr && span_eq(method, "HEAD"), false, desc);
 }

@@ -135,7 +135,7 @@ static PyObject *input_readline(PyObject *self, PyObject *const *args, Py_ssize_
                                 return body_error();
                         }
                 }
-                const char *p = req->c->buf + req->body_pos;
+                const char *p = req->body_buf + req->body_pos;
                 size_t n = req->body_end - req->body_pos;
                 if (limit >= 0 && n > (size_t) (limit - have))
                         n = (size_t) (limit - have);

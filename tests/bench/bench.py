@@ -1,5 +1,7 @@
 #!/usr/bin/python3
-"""Side-by-side HTTP benchmark of wharf-static against nginx, h2o and lighttpd.
+"""Side-by-side HTTP benchmarks: wharf-static against nginx, h2o and lighttpd
+(the static scenario), wharf-wsgi against Debian's uWSGI, both behind the same
+nginx (the wsgi scenario).
 
 Every server serves the same directory from its own loopback port, pinned to
 one CPU with taskset; wrk runs pinned to another CPU. Rounds are interleaved
@@ -31,6 +33,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass, field
+from dataclasses import replace as dataclass_replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -181,6 +184,7 @@ class Server:
         env = {k: v for k, v in os.environ.items()
                if k not in ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES",
                             "WATCHDOG_USEC", "WATCHDOG_PID")}
+        env.update(self.env())
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 ["taskset", "-c", str(self.cpu), *self.command(config)],
@@ -191,12 +195,20 @@ class Server:
             if self.proc.poll() is not None:
                 return f"exited with status {self.proc.returncode}\n{self.log_tail()}"
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                self.probe()
                 return None
             except OSError:
                 time.sleep(0.05)
         self.stop()
         return f"not listening on port {self.port} after {START_TIMEOUT:.0f} s\n{self.log_tail()}"
+
+    def probe(self):
+        """Raises OSError until the server accepts connections."""
+        socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+
+    def env(self):
+        """Variables added to the server's environment."""
+        return {}
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
@@ -448,6 +460,9 @@ class Run:
     cpu_us_per_req: float = 0.0
     req_per_core_s: float = 0.0
     mib_per_s: float = 0.0
+    app_cpu_s: float = 0.0  # wsgi: the application server's process tree alone
+    app_cpu_us_per_req: float = 0.0
+    rss_kib_per_worker: float = 0.0  # wsgi: VmRSS of the workers after the run
     wrk: dict = field(default_factory=dict)
 
 
@@ -487,9 +502,10 @@ def run_wrk(args, server, case, rnd, lua, content):
         cmd += ["-H", header]
     cmd.append(url)
 
-    before = cpu_seconds(server.pids())
+    app_pids = server.app_pids() if hasattr(server, "app_pids") else []
+    before, app_before = cpu_seconds(server.pids()), cpu_seconds(app_pids)
     out = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    after = cpu_seconds(server.pids())
+    after, app_after = cpu_seconds(server.pids()), cpu_seconds(app_pids)
 
     summary = None
     for line in out.stdout.splitlines():
@@ -506,8 +522,12 @@ def run_wrk(args, server, case, rnd, lua, content):
     run.req_per_s = n / run.duration_s
     run.p99_ms = summary["p99_us"] / 1e3
     run.server_cpu_s = after - before
+    run.app_cpu_s = app_after - app_before
     if n > 0:
         run.cpu_us_per_req = run.server_cpu_s * 1e6 / n
+        run.app_cpu_us_per_req = run.app_cpu_s * 1e6 / n
+    if hasattr(server, "worker_rss_kib"):
+        run.rss_kib_per_worker = server.worker_rss_kib()
     if run.server_cpu_s > 0:
         run.req_per_core_s = n / run.server_cpu_s
     run.mib_per_s = n * case.size / run.duration_s / (1 << 20)
@@ -599,6 +619,408 @@ def summarize(runs, servers, args):
     return medians, tables
 
 
+# ---------------------------------------------------------------------------
+# The wsgi scenario: nginx -> uwsgi_pass -> wharf-wsgi or Debian's uWSGI
+
+WSGI_BASELINE = "uwsgi"
+HELLO_BODY = b"Hello, World!\n"  # tests/integration/apps/hello.py
+DJANGO_POSTS = 20  # what /api/posts/ lists at most
+
+WSGI_CASES = (
+    Case("hello", "hello-world WSGI application (tests/integration/apps/hello.py)", "/",
+         len(HELLO_BODY)),
+    # size: the JSON's length, known once the database is made.
+    Case("django-json", f"Django JSON view /api/posts/ ({DJANGO_POSTS} posts, one query)",
+         "/api/posts/", 0),
+)
+
+
+@dataclass(frozen=True)
+class WsgiApp:
+    name: str  # a case name
+    ini: str  # the ini lines that load it
+    env: tuple = ()  # (name, value) pairs for the application server
+
+
+class WsgiBackend(Server):
+    """An application server behind nginx: master, one worker process,
+    enable-threads, a unix socket in its state directory (the tutorial's
+    settings). Subclasses set kind, binary and TEMPLATE ($app: the lines that
+    load the application, $socket)."""
+
+    kind = ""
+
+    def __init__(self, tmp, cpu, app):
+        self.name = f"{self.kind}-{app.name}"
+        self.config_name = f"{self.name}.ini"
+        super().__init__(tmp, None, cpu)
+        self.app = app
+
+    @property
+    def socket_path(self):
+        return self.state / "app.sock"
+
+    def probe(self):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(1)
+            s.connect(str(self.socket_path))
+
+    def env(self):
+        return {"PYTHONDONTWRITEBYTECODE": "1", **dict(self.app.env)}
+
+    def params(self):
+        return {"app": self.app.ini, "socket": self.socket_path}
+
+    def worker_pids(self):
+        """The workers: the master's process tree without the master."""
+        return [pid for pid in self.pids() if pid != self.proc.pid]
+
+    def worker_rss_kib(self):
+        """Mean VmRSS of the worker processes, in KiB."""
+        sizes = []
+        for pid in self.worker_pids():
+            try:
+                with open(f"/proc/{pid}/status") as f:
+                    for line in f:
+                        if line.startswith("VmRSS:"):
+                            sizes.append(int(line.split()[1]))
+            except OSError:
+                continue
+        return statistics.mean(sizes) if sizes else 0.0
+
+
+class WharfWsgi(WsgiBackend):
+    kind = "wharf-wsgi"
+    TEMPLATE = """\
+[uwsgi]
+$app
+socket = $socket
+chmod-socket = 666
+master = true
+processes = 1
+enable-threads = true
+"""
+
+    def __init__(self, tmp, cpu, app, binary):
+        super().__init__(tmp, cpu, app)
+        self.path = binary
+
+    def executable(self):
+        return str(self.path) if os.access(self.path, os.X_OK) else None
+
+    def missing_reason(self):
+        if self.executable() is None:
+            return f"{self.path} not found (build it: ./dev build)"
+        return None
+
+    def version(self):
+        return first_line([self.executable(), "--version"])
+
+    def command(self, config):
+        return [self.executable(), "--ini", str(config)]
+
+
+class Uwsgi(WsgiBackend):
+    kind = "uwsgi"
+    binary = "uwsgi"
+    # disable-logging: uWSGI logs every request by default, wharf-wsgi does
+    # not; the log line would be measured, not the serving.
+    TEMPLATE = """\
+[uwsgi]
+plugins = python3
+$app
+socket = $socket
+chmod-socket = 666
+master = true
+processes = 1
+enable-threads = true
+need-app = true
+disable-logging = true
+"""
+
+    def missing_reason(self):
+        if self.executable() is None:
+            return "uwsgi not installed (packages uwsgi, uwsgi-plugin-python3)"
+        if not Path("/usr/lib/uwsgi/plugins/python3_plugin.so").exists():
+            return "uwsgi-plugin-python3 not installed"
+        return None
+
+    def version(self):
+        return first_line([self.executable(), "--version"])
+
+    def command(self, config):
+        return [self.executable(), "--ini", str(config)]
+
+
+class NginxFront(Nginx):
+    """One nginx (one worker) in front of every application server: a server
+    block per backend, each on a port of its own, the same uwsgi_pass
+    location for all."""
+
+    TEMPLATE = """\
+daemon off;
+master_process on;
+worker_processes 1;
+$user
+pid $state/nginx.pid;
+error_log $state/error.log warn;
+
+events {
+    worker_connections 4096;
+}
+
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    keepalive_timeout 65s;
+$temp_paths
+$servers
+}
+"""
+    SERVER = """\
+    server {
+        listen 127.0.0.1:$port;
+        location / {
+            include /etc/nginx/uwsgi_params;
+            uwsgi_pass unix:$socket;
+        }
+    }
+"""
+
+    def __init__(self, tmp, cpu, backends):
+        super().__init__(tmp, None, cpu, sendfile=True)
+        self.name = "nginx-front"
+        self.config_name = "nginx-front.conf"
+        self.state = tmp / self.name
+        self.log_path = tmp / f"{self.name}.log"
+        self.ports = {b.name: free_port() for b in backends}
+        self.backends = backends
+
+    def probe(self):
+        for port in self.ports.values():
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+    def params(self):
+        servers = "".join(string.Template(self.SERVER).substitute(
+            port=self.ports[b.name], socket=b.socket_path) for b in self.backends)
+        return {**super().params(), "servers": servers}
+
+
+class Stack:
+    """What one wrk run measures: nginx's port for one backend, the CPU of
+    nginx and that backend together (pids) and of the backend alone."""
+
+    def __init__(self, front, backend):
+        self.front = front
+        self.backend = backend
+        self.name = backend.kind
+        self.port = front.ports[backend.name]
+
+    def alive(self):
+        return self.front.alive() and self.backend.alive()
+
+    def pids(self):
+        return self.front.pids() + self.backend.pids()
+
+    def app_pids(self):
+        return self.backend.pids()
+
+    def worker_rss_kib(self):
+        return self.backend.worker_rss_kib()
+
+    def log_tail(self):
+        return self.front.log_tail() + "\n" + self.backend.log_tail()
+
+
+def prepare_django(tmp):
+    """A copy of examples/server_dev with a database of DJANGO_POSTS posts.
+    Returns (project directory, environment), or a reason it cannot run."""
+    project = tmp / "server_dev"
+    shutil.copytree(REPO / "examples/server_dev", project, ignore=shutil.ignore_patterns(
+        "run", "db.sqlite3", "media", "static_root", "__pycache__"))
+    (project / "run").mkdir()
+    env = {
+        "DJANGO_DATABASE_PATH": str(tmp / "django.sqlite3"),
+        "DJANGO_STATIC_ROOT": str(tmp / "django-static"),
+        "DJANGO_MEDIA_ROOT": str(tmp / "django-media"),
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    make_posts = (
+        "from board.models import Post\n"
+        f"for i in range({DJANGO_POSTS}):\n"
+        "    Post.objects.create(title=f'Post {i}', body='Some text for the board. ' * 8)\n")
+    for cmd in (["migrate", "--noinput"], ["shell", "-c", make_posts]):
+        out = subprocess.run(["/usr/bin/python3", "manage.py", *cmd], cwd=project,
+                             env={**os.environ, **env}, capture_output=True, text=True,
+                             timeout=120)
+        if out.returncode != 0:
+            return None, None, f"manage.py {cmd[0]} failed: {out.stderr.strip()[-500:]}"
+    return project, env, None
+
+
+def fetch(url):
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(urllib.request.Request(url, headers={"Connection": "close"}),
+                     timeout=10) as response:
+        return response.read()
+
+
+def summarize_wsgi(runs, stacks, cases, args):
+    medians, tables = {}, []
+    attrs = ("req_per_s", "p99_ms", "cpu_us_per_req", "app_cpu_us_per_req",
+             "rss_kib_per_worker")
+    for case in cases:
+        per_server = {}
+        names = [s.name for s in stacks if s.case == case.name]
+        for name in names:
+            valid = [r for r in runs if r.case == case.name and r.server == name and r.valid]
+            per_server[name] = {"valid_rounds": len(valid),
+                                **{a: median(valid, a) for a in attrs}}
+        medians[case.name] = per_server
+        base = per_server.get(WSGI_BASELINE, {})
+        head = ["server", "req/s", f"vs {WSGI_BASELINE}", "p99 ms", "CPU µs/req (stack)",
+                "CPU µs/req (app server)", "RSS/worker MiB"]
+        lines = [f"### {case.title}",
+                 "",
+                 f"nginx (one worker) -> uwsgi_pass -> the server; {args.connections} "
+                 f"connections, median of {plural(args.rounds, 'round')} of {args.duration} s; "
+                 f"servers on CPU {args.server_cpu}, wrk on CPU {args.client_cpu}.",
+                 "",
+                 "| " + " | ".join(head) + " |",
+                 "|---" + "|--:" * (len(head) - 1) + "|"]
+        for name in names:
+            m = per_server[name]
+            if not m["valid_rounds"]:
+                cells = [name, "failed"] + [""] * (len(head) - 2)
+            else:
+                cells = [name, fmt(m["req_per_s"], ",.0f"),
+                         ratio(m["req_per_s"], base.get("req_per_s")),
+                         fmt(m["p99_ms"], ".2f"), fmt(m["cpu_us_per_req"], ".1f"),
+                         fmt(m["app_cpu_us_per_req"], ".1f"),
+                         fmt(m["rss_kib_per_worker"] / 1024, ".1f")]
+                if m["valid_rounds"] < args.rounds:
+                    cells[0] += f" ({m['valid_rounds']}/{args.rounds} rounds)"
+            lines.append("| " + " | ".join(cells) + " |")
+        tables.append("\n".join(lines))
+    return medians, tables
+
+
+def main_wsgi(args):
+    tmp = Path(tempfile.mkdtemp(prefix="wharf-bench-"))
+    started = []
+    try:
+        tmp.chmod(0o755)
+        lua = tmp / "report.lua"
+        lua.write_text(WRK_REPORT_LUA)
+        skipped = {}
+
+        apps = [WsgiApp("hello", f"pythonpath = {REPO / 'tests/integration/apps'}\n"
+                                 "module = hello:application")]
+        project, env, reason = prepare_django(tmp)
+        if reason:
+            skipped["django-json"] = reason
+            note(f"django-json: SKIPPED: {reason}")
+        else:
+            apps.append(WsgiApp("django-json",
+                                f"chdir = {project}\nmodule = server_dev.wsgi:application",
+                                tuple(env.items())))
+
+        backends = []
+        for app in apps:
+            for backend in (WharfWsgi(tmp, args.server_cpu, app, args.wharf_wsgi),
+                            Uwsgi(tmp, args.server_cpu, app)):
+                if backend.kind in args.skip:
+                    skipped[backend.name] = "left out with --skip"
+                    continue
+                reason = backend.missing_reason() or backend.start()
+                started.append(backend)
+                if reason:
+                    skipped[backend.name] = reason.splitlines()[0]
+                    note(f"{backend.name}: SKIPPED: {reason}")
+                else:
+                    backends.append(backend)
+                    note(f"{backend.name}: serving on {backend.socket_path}")
+        if not backends:
+            sys.exit("bench: no application server could be started")
+        front = NginxFront(tmp, args.server_cpu, backends)
+        reason = front.missing_reason() or front.start()
+        started.append(front)
+        if reason:
+            sys.exit(f"bench: nginx does not start: {reason}")
+
+        stacks = []
+        for backend in backends:
+            stack = Stack(front, backend)
+            stack.case = backend.app.name
+            stacks.append(stack)
+
+        # What each case must return: hello's fixed body; the Django JSON as
+        # the first server gives it (the same database for all).
+        cases, contents = [], {}
+        for case in WSGI_CASES:
+            mine = [s for s in stacks if s.case == case.name]
+            if not mine:
+                continue
+            if case.name == "hello":
+                contents[case.name] = HELLO_BODY
+            else:
+                try:
+                    contents[case.name] = fetch(f"http://127.0.0.1:{mine[0].port}{case.path}")
+                except OSError as e:
+                    sys.exit(f"bench: GET {case.path} from {mine[0].name}: {e}")
+                if contents[case.name].count(b'"id"') != DJANGO_POSTS:
+                    sys.exit(f"bench: {case.path} does not list {DJANGO_POSTS} posts")
+                case = dataclass_replace(case, size=len(contents[case.name]))
+            cases.append(case)
+
+        runs = []
+        for rnd in range(1, args.rounds + 1):
+            for case in cases:
+                for stack in (s for s in stacks if s.case == case.name):
+                    note(f"round {rnd}/{args.rounds}, {case.name}, {stack.name}")
+                    run = run_wrk(args, stack, case, rnd, lua, contents[case.name])
+                    if not run.valid:
+                        note(f"  INVALID RUN: {run.problem}")
+                    runs.append(run)
+
+        medians, tables = summarize_wsgi(runs, stacks, cases, args)
+        print()
+        print("\n\n".join(tables))
+        if skipped:
+            print()
+            for name, reason in skipped.items():
+                print(f"- {name}: not run: {reason}")
+        invalid = [r for r in runs if not r.valid]
+
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        out_dir = REPO / "out" / "bench"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        out_file = out_dir / f"wsgi-{stamp}.json"
+        out_file.write_text(json.dumps({
+            "scenario": "wsgi",
+            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "machine": machine_info(),
+            "settings": {"rounds": args.rounds, "duration_s": args.duration,
+                         "connections": args.connections, "server_cpu": args.server_cpu,
+                         "client_cpu": args.client_cpu, "baseline": WSGI_BASELINE},
+            "servers": {b.name: {"version": b.version()} for b in [*backends, front]},
+            "skipped": skipped,
+            "cases": [asdict(c) for c in cases],
+            "medians": medians,
+            "runs": [asdict(r) for r in runs],
+        }, indent=2) + "\n")
+        print(f"\nresults: {out_file.relative_to(REPO)}")
+        if invalid:
+            print(f"{len(invalid)} of {len(runs)} runs were invalid (see above)")
+            return 1
+        return 0
+    finally:
+        for server in started:
+            server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def machine_info():
     cpu = None
     try:
@@ -614,8 +1036,9 @@ def machine_info():
 
 def parse_args():
     parser = argparse.ArgumentParser(
-        description="Benchmark wharf-static against nginx, h2o and lighttpd.")
-    parser.add_argument("scenario", choices=["static"], help="what to benchmark")
+        description="Benchmark wharf-static against nginx, h2o and lighttpd (static), or "
+                    "wharf-wsgi against uWSGI behind nginx (wsgi).")
+    parser.add_argument("scenario", choices=["static", "wsgi"], help="what to benchmark")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     parser.add_argument("--duration", type=int, default=5,
                         help="seconds per wrk run (default 5)")
@@ -629,9 +1052,15 @@ def parse_args():
                         default=Path(os.environ.get("WHARF_BUILD", REPO / "build"))
                         / "daemons/static/wharf-static",
                         help="wharf-static binary (default: $WHARF_BUILD or build/)")
+    parser.add_argument("--wharf-wsgi", type=Path,
+                        default=Path(os.environ.get("WHARF_BUILD", REPO / "build"))
+                        / "daemons/wsgi/wharf-wsgi",
+                        help="wharf-wsgi binary (default: $WHARF_BUILD or build/)")
     parser.add_argument("--skip", action="append", default=[], metavar="SERVER",
                         help="leave a server out (repeatable)")
     args = parser.parse_args()
+    if args.scenario == "wsgi" and set(args.skip) - {"wharf-wsgi", "uwsgi"}:
+        parser.error("wsgi: --skip takes wharf-wsgi or uwsgi")
     if args.rounds < 1 or args.duration < 1 or args.connections < 1:
         parser.error("--rounds, --duration and --connections must be at least 1")
     if args.server_cpu == args.client_cpu:
@@ -657,6 +1086,8 @@ def main():
             sys.exit(f"bench: {tool} is not installed (./dev bench installs it)")
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
+    if args.scenario == "wsgi":
+        return main_wsgi(args)
 
     tmp = Path(tempfile.mkdtemp(prefix="wharf-bench-"))
     candidates, servers = [], []

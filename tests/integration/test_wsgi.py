@@ -8,6 +8,7 @@ and uwsgi (packets built as nginx builds them). Servers are started as
 systemd starts them: sockets at fd 3 and 4, READY=1 on NOTIFY_SOCKET.
 """
 
+import hashlib
 import json
 import os
 import random
@@ -366,12 +367,169 @@ def test_ignored_body_then_keepalive(single):
         assert r.status == 200
 
 
-def test_chunked_request_body_is_411(single):
-    with wh.HttpConnection(("127.0.0.1", single.port)) as c:
-        c.request(
-            "POST", "/echo", [("Transfer-Encoding", "chunked")], body=b"5\r\nhello\r\n0\r\n\r\n"
+def chunked(body: bytes, sizes) -> bytes:
+    """body in the chunked coding, cut into chunks of the given sizes in turn."""
+    out, i, k = bytearray(), 0, 0
+    while i < len(body):
+        n = sizes[k % len(sizes)]
+        out += b"%x;ext=1\r\n" % min(n, len(body) - i) + body[i : i + n] + b"\r\n"
+        i, k = i + n, k + 1
+    return bytes(out) + b"0\r\nX-Trailer: t\r\n\r\n"
+
+
+def send_in_pieces(c, data: bytes, cuts) -> None:
+    """Sends data cut at odd places, with pauses, so the server sees the splits."""
+    c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    at = 0
+    for cut in cuts:
+        if cut >= len(data):
+            break
+        c.send(data[at:cut])
+        time.sleep(0.01)
+        at = cut
+    c.send(data[at:])
+
+
+def body_line_data(n: int) -> bytes:
+    first = b"first line of the upload\n"
+    return (first + os.urandom(max(0, n - len(first))))[:n]
+
+
+@pytest.mark.parametrize("size", [0, 1, 4097, 70001, 1024 * 1024 + 3])
+def test_chunked_request_body_is_decoded(single, size):
+    body = body_line_data(size)
+    data = chunked(body, [1, 4096, 3, 65537, 10000])
+    with wh.HttpConnection(("127.0.0.1", single.port), timeout=20) as c:
+        head = b"POST /body-info HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        # Cuts inside the head, a size line, a chunk's CRLF and the trailer.
+        send_in_pieces(
+            c,
+            head + data,
+            [10, len(head) + 1, len(head) + 5, len(head) + 9, len(head) + len(data) - 4],
         )
-        assert c.read_response().status == 411
+        r = c.read_response()
+        assert r.status == 200, r.body
+        info = json.loads(r.body)
+        assert info["content_length"] == str(size)
+        assert info["transfer_encoding"] is None
+        assert info["length"] == size
+        assert info["sha256"] == hashlib.sha256(body).hexdigest()
+        assert info["first_line"] == body[: body.find(b"\n") + 1 or size].decode("latin-1")
+        assert info["past_end"] == ""
+        # The connection goes on: the next request on it is served.
+        r = c.exchange("GET", "/pid")
+        assert r.status == 200
+
+
+def test_chunked_body_then_pipelined_request(single):
+    data = chunked(b"hello world\n", [5])
+    with wh.HttpConnection(("127.0.0.1", single.port)) as c:
+        c.send(
+            b"POST /body-info HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + data
+            + b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        first, second = c.read_responses(["POST", "GET"])
+        assert first.status == 200 and json.loads(first.body)["length"] == 12
+        assert second.status == 200 and second.body.isdigit()
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [b"zz\r\nhello\r\n0\r\n\r\n", b"5\r\nhelloXX0\r\n\r\n", b"-1\r\n\r\n", b"5 5\r\nhello\r\n"],
+)
+def test_malformed_chunked_body_is_400(single, bad):
+    with wh.HttpConnection(("127.0.0.1", single.port)) as c:
+        c.request("POST", "/body-info", [("Transfer-Encoding", "chunked")], body=bad)
+        assert c.read_response().status == 400
+    # The worker goes on serving.
+    assert single.http.request("GET", "/pid").status == 200
+
+
+@pytest.fixture
+def spooling(start_wsgi):
+    """A server with post-buffering 64k and limit-post 4M, its temp files in a directory of its own."""
+
+    def start(*args):
+        server = start_wsgi(["--post-buffering", "64k", "--limit-post", "4M", *args], start=False)
+        spool = server.workdir / "spool"
+        spool.mkdir()
+        server.daemon.extra_env["TMPDIR"] = str(spool)
+        server.start()
+        return server, spool
+
+    return start
+
+
+@pytest.mark.parametrize("proto", PROTOS)
+def test_post_buffering_spools_large_bodies(spooling, proto):
+    server, spool = spooling()
+    client = server.client(proto)
+    for size, to_file in [
+        (3 * 1024 * 1024, True),
+        (64 * 1024, False),
+        (64 * 1024 + 1, True),
+        (100, False),
+    ]:
+        body = body_line_data(size)
+        r = client.request("POST", "/body-info", body=body)
+        assert r.status == 200, r.body
+        info = json.loads(r.body)
+        assert info["length"] == size and info["sha256"] == hashlib.sha256(body).hexdigest()
+        assert info["first_line"] == "first line of the upload\n"
+        assert info["past_end"] == ""
+        assert info["spooled"] is to_file, size
+        assert list(spool.iterdir()) == []
+    # A body larger than limit-post is refused before any of it is read; the
+    # worker goes on serving.
+    too_big = 4 * 1024 * 1024 + 1
+    if proto == "http":
+        with wh.HttpConnection(("127.0.0.1", server.port)) as c:
+            c.request("POST", "/body-info", [("Content-Length", str(too_big))])
+            assert c.read_response().status == 413
+    else:
+        with client.connect() as s:
+            s.sendall(uwsgi_packet(nginx_vars("POST", "/body-info", body_len=too_big)))
+            assert read_all(s).startswith(b"HTTP/1.1 413 ")
+    assert client.request("GET", "/pid").status == 200
+
+
+@pytest.mark.parametrize("how", ["read", "chunks", "readline", "readlines", "iter"])
+def test_post_buffering_input_methods(spooling, how):
+    server, spool = spooling()
+    body = BODY * (200 * 1024 // len(BODY))
+    r = server.http.request("POST", f"/echo?how={how}&size=1000", body=body)
+    assert r.status == 200
+    if how == "read":
+        assert r.body == body
+    elif how == "chunks":
+        assert r.body.replace(b"|", b"") == body
+    else:
+        assert "".join(json.loads(r.body)).encode() == body
+    assert list(spool.iterdir()) == []
+
+
+def test_chunked_body_spooled_and_limited(spooling):
+    server, spool = spooling()
+    body = body_line_data(3 * 1024 * 1024)
+    with wh.HttpConnection(("127.0.0.1", server.port), timeout=20) as c:
+        c.request(
+            "POST",
+            "/body-info",
+            [("Transfer-Encoding", "chunked")],
+            body=chunked(body, [70000, 13]),
+        )
+        r = c.read_response()
+        info = json.loads(r.body)
+        assert r.status == 200 and info["spooled"] is True
+        assert info["sha256"] == hashlib.sha256(body).hexdigest()
+    assert list(spool.iterdir()) == []
+    with wh.HttpConnection(("127.0.0.1", server.port), timeout=20) as c:
+        big = chunked(b"y" * (4 * 1024 * 1024 + 1), [1 << 20])
+        c.request("POST", "/body-info", [("Transfer-Encoding", "chunked")], body=big)
+        assert c.read_response().status == 413
+    assert server.http.request("GET", "/pid").status == 200
+    assert list(spool.iterdir()) == []
 
 
 # ---------------------------------------------------------------------------

@@ -97,6 +97,28 @@ def test_echo_body(django, proto):
     assert e["wsgi.multiprocess"] is True
 
 
+def test_echo_chunked_body(django):
+    """A chunked upload reaches the view decoded, with its length, as nginx would pass it."""
+    body = os.urandom(300_001)
+    coded = bytearray()
+    for i in range(0, len(body), 65_537):
+        piece = body[i : i + 65_537]
+        coded += b"%x\r\n" % len(piece) + piece + b"\r\n"
+    coded += b"0\r\n\r\n"
+    with wh.HttpConnection(("127.0.0.1", django.port), timeout=20) as c:
+        c.request(
+            "POST",
+            "/echo/",
+            HOST + [("Content-Type", "application/x-raw"), ("Transfer-Encoding", "chunked")],
+            body=bytes(coded),
+        )
+        r = c.read_response()
+    assert r.status == 200, r.body[:500]
+    e = json.loads(r.body)
+    assert e["body_length"] == len(body)
+    assert e["body_sha256"] == hashlib.sha256(body).hexdigest()
+
+
 def csrf(client, path):
     r = client.request("GET", path, HOST)
     assert r.status == 200

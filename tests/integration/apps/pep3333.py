@@ -12,6 +12,7 @@ WSGI_TEST_DIR names a directory where the application leaves traces (close()
 calls) for the test to look at.
 """
 
+import hashlib
 import json
 import os
 import sys
@@ -112,6 +113,31 @@ def app(environ, start_response):
         else:
             body = b"?"
         return plain(start_response, body)
+    if path == "/body-info":
+        # The body as wsgi.input gives it, and whether it sits in a file under
+        # TMPDIR while the application runs (spooled).
+        inp = environ["wsgi.input"]
+        n = int(environ.get("CONTENT_LENGTH") or 0)
+        first = inp.readline()
+        rest = inp.read(n - len(first))
+        tail = inp.read(1)
+        tmp = os.environ.get("TMPDIR", "/tmp")
+        spooled = False
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                spooled |= os.readlink(f"/proc/self/fd/{fd}").startswith(tmp + "/")
+            except OSError:
+                pass
+        info = {
+            "content_length": environ.get("CONTENT_LENGTH"),
+            "transfer_encoding": environ.get("HTTP_TRANSFER_ENCODING"),
+            "length": len(first) + len(rest),
+            "sha256": hashlib.sha256(first + rest).hexdigest(),
+            "first_line": first.decode("latin-1"),
+            "past_end": tail.decode("latin-1"),
+            "spooled": spooled,
+        }
+        return plain(start_response, json.dumps(info).encode(), ctype="application/json")
     if path == "/ignore-body":
         return plain(start_response, b"ignored your body\n")
     if path == "/stream":
