@@ -172,15 +172,7 @@ static void write_all(int fd, struct iovec *iov, int n)
                         continue;
                 if (k <= 0)
                         return;
-                while (n > 0 && (size_t) k >= iov->iov_len) {
-                        k -= (ssize_t) iov->iov_len;
-                        iov++;
-                        n--;
-                }
-                if (n > 0) {
-                        iov->iov_base = (char *) iov->iov_base + k;
-                        iov->iov_len -= (size_t) k;
-                }
+                iov = iov_advance(iov, &n, (size_t) k);
         }
 }
 

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #define container_of(ptr, type, member) ((type *) (void *) ((char *) (ptr) -offsetof(type, member)))
@@ -114,6 +115,24 @@ static inline size_t min_size(size_t a, size_t b)
 static inline uint64_t min_u64(uint64_t a, uint64_t b)
 {
         return a < b ? a : b;
+}
+
+/*
+ * Skips done bytes of an iovec array after a short write: returns the first
+ * vector not yet fully written (adjusted in place) and updates *n.
+ */
+static inline struct iovec *iov_advance(struct iovec *iov, int *n, size_t done)
+{
+        while (*n > 0 && done >= iov->iov_len) {
+                done -= iov->iov_len;
+                iov++;
+                (*n)--;
+        }
+        if (*n > 0) {
+                iov->iov_base = (char *) iov->iov_base + done;
+                iov->iov_len -= done;
+        }
+        return iov;
 }
 
 #endif

@@ -189,15 +189,7 @@ static int send_all(struct wsgi_req *req, struct iovec *iov, int n)
                         }
                         continue;
                 }
-                while (n > 0 && (size_t) k >= iov->iov_len) {
-                        k -= (ssize_t) iov->iov_len;
-                        iov++;
-                        n--;
-                }
-                if (n > 0) {
-                        iov->iov_base = (char *) iov->iov_base + k;
-                        iov->iov_len -= (size_t) k;
-                }
+                iov = iov_advance(iov, &n, (size_t) k);
         }
         return 0;
 }
