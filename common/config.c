@@ -205,6 +205,7 @@ struct load_ctx {
         bool drop_section;    /* the current section header was rejected */
         bool drop_key;        /* the key being continued was rejected */
         bool too_many;        /* CONFIG_MAX_ENTRIES was reported */
+        unsigned section_no;  /* section headers seen so far */
         int r;                /* a fatal error (-ENOMEM, read error): stop */
 };
 
@@ -287,6 +288,7 @@ static void note_line(struct load_ctx *ctx, const char *line, size_t len)
         switch (ctx->kind) {
         case LINE_SECTION:
                 ctx->has_key = false;
+                ctx->section_no++;
                 ctx->drop_section = section.len > INI_NAME_MAX;
                 if (ctx->drop_section)
                         load_error(ctx, NULL,
@@ -552,7 +554,7 @@ static int expand(struct load_ctx *ctx, const char *section, const char *key, co
 static int entry_add(struct load_ctx *ctx, const char *section, const char *key, const char *value)
 {
         struct config_file *f = ctx->file;
-        struct config_entry e = {.line = ctx->line}, *entries;
+        struct config_entry e = {.line = ctx->line, .section_no = ctx->section_no}, *entries;
         char buf[CONFIG_MAX_VALUE + 1];
         size_t cap;
 

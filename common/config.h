@@ -40,6 +40,8 @@ struct config_entry {
         char *key;
         char *value; /* interpolated */
         unsigned line;
+        unsigned section_no; /* which section header this entry follows: tells apart
+                                two sections of the same name */
 };
 
 struct config_file {

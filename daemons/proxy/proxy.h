@@ -1,0 +1,149 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * wharf-proxy: the daemon's own types, shared by its files.
+ *
+ *   main.c           command line, threads, signals, sd_notify, reloads
+ *   proxy_config.c   the INI file: [server], [upstream NAME], [location PREFIX]
+ *   proxy_worker.c   one event loop per thread: accept, timers, handoff
+ *                    channels to wharf-static, the idle upstream pool, stop
+ *   proxy_conn.c     the client connection: requests, routing, local answers,
+ *                    handing connections to wharf-static
+ *   proxy_upstream.c one exchange with an upstream: choosing a server,
+ *                    connecting, the uwsgi or HTTP request, the response
+ *                    relayed and re-framed for the client
+ *
+ * Ownership: a struct proxy_config is immutable once built and shared by all
+ * workers, except for the passive health counters of its upstream servers,
+ * which are atomics. A reload builds a new config; the old one is freed by
+ * the supervisor once no request holds it (refs) and every worker moved on.
+ */
+#ifndef WHARF_PROXY_H
+#define WHARF_PROXY_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#include "config.h"
+#include "listen.h"
+
+/* ---- configuration (proxy_config.c) ---- */
+
+enum balance { BALANCE_ROUND_ROBIN, BALANCE_LEAST_CONN, _BALANCE_MAX };
+
+struct upstream_server {
+        char addr[256]; /* as written: unix:/path or host:port */
+        struct sockaddr_storage sa;
+        socklen_t sa_len;
+        unsigned weight;
+        unsigned max_fails;
+        uint64_t fail_timeout; /* ms */
+        bool backup;
+        /* Passive health and load, shared by every worker. */
+        atomic_uint fails;
+        atomic_uint_fast64_t down_until; /* monotonic ms */
+        atomic_uint active;              /* exchanges in progress */
+};
+
+struct upstream {
+        char *name;
+        struct upstream_server *servers;
+        size_t n_servers;
+        enum balance balance;
+        unsigned keepalive; /* idle connections kept per worker and server */
+        uint64_t connect_timeout, read_timeout, send_timeout; /* ms */
+        atomic_uint rr;                                       /* round-robin position */
+        unsigned total_weight;
+};
+
+enum location_kind { LOC_UWSGI, LOC_HTTP, LOC_STATIC, LOC_RETURN, _LOC_KIND_MAX };
+
+struct location {
+        char *prefix;
+        size_t prefix_len;
+        bool exact; /* [location = /path] */
+        enum location_kind kind;
+        struct upstream *upstream; /* LOC_UWSGI, LOC_HTTP */
+        char *static_path;         /* LOC_STATIC: wharf-static's handoff socket */
+        int return_status;         /* LOC_RETURN */
+        char *return_target;       /* LOC_RETURN: Location (3xx) or body text */
+        uint64_t client_max_body_size;
+        char *add_headers; /* "Name: value\r\n" lines, or NULL */
+        size_t add_headers_len;
+};
+
+struct vserver {
+        struct config_strv names; /* server_name: host names, "*" or "_" for any */
+        struct location *locations;
+        size_t n_locations;
+        uint64_t client_max_body_size;
+        uint64_t client_header_timeout, client_body_timeout, send_timeout; /* ms */
+        uint64_t keepalive_timeout;                                        /* ms */
+        unsigned keepalive_requests;
+        bool server_tokens;
+        char *access_log; /* off, journal, stderr, file:/path */
+};
+
+struct proxy_config {
+        struct config_file *file;
+        struct vserver *servers; /* servers[0] is the default */
+        size_t n_servers;
+        struct upstream *upstreams;
+        size_t n_upstreams;
+        /* Process-wide, from the first [server]. */
+        struct config_strv listen;
+        unsigned workers;
+        unsigned max_connections;
+        uint64_t max_header_size;
+        uint64_t response_buffer; /* response bytes buffered per client */
+        char *error_log;
+        int log_level;
+        char server_header[64];
+        atomic_uint refs; /* requests in flight that use this config */
+};
+
+/*
+ * Reads path (may be NULL: an empty config) and the --key=value overrides
+ * into a ready config. Problems go to diag, file:line first.
+ */
+int proxy_config_load(const char *path, const char *const *keys, const char *const *values,
+                      size_t n, struct config_diag *diag, struct proxy_config **ret);
+struct proxy_config *proxy_config_free(struct proxy_config *c);
+
+/* Which virtual server answers for this Host (port ignored). Never NULL. */
+const struct vserver *proxy_find_server(const struct proxy_config *c, const char *host, size_t len);
+/* The location for a normalised path; NULL when none matches (404). */
+const struct location *proxy_find_location(const struct vserver *s, const char *path, size_t len);
+
+/* ---- workers ---- */
+
+struct server {
+        struct listener *listeners;
+        size_t n_listeners;
+        _Atomic(struct proxy_config *) cfg;
+        atomic_bool stopping;
+        unsigned n_workers;
+        struct worker **workers;
+};
+
+struct worker_stats {
+        atomic_uint_fast64_t requests;
+        atomic_uint_fast64_t connections; /* open now */
+        atomic_uint_fast64_t upstream_busy;
+        atomic_uint_fast64_t heartbeat_ms;
+        _Atomic(struct proxy_config *) cfg_seen;
+        atomic_int state; /* 0 starting, 1 running, -errno failed, 2 exited */
+};
+
+struct worker *worker_new(struct server *srv, unsigned id);
+struct worker *worker_free(struct worker *w);
+int worker_start(struct worker *w);
+int worker_join(struct worker *w);
+void worker_poke(struct worker *w);
+struct worker_stats *worker_stats(struct worker *w);
+const char *worker_error_what(struct worker *w);
+
+#endif

@@ -1,0 +1,871 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * proxy_config: the tutorial's nginx site as an INI file.
+ *
+ *   [server]                 a virtual server; the first one is the default
+ *   [server NAME]            the same, NAME only labels it in messages
+ *   [upstream NAME]          a group of servers to forward to
+ *   [location PREFIX]        belongs to the [server] above it; longest wins
+ *   [location = /exact]      matches that path only, before any prefix
+ *
+ * Sections are walked in file order, so which server a location belongs to
+ * is simply the last [server] seen. Every problem is reported with the file
+ * and line it comes from, and all of them are reported, not just the first.
+ */
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/un.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include "http_parse.h"
+#include "log.h"
+#include "proxy.h"
+#include "util.h"
+#include "wharf-config.h"
+
+/* Settings as written, before they are checked. */
+struct server_settings {
+        struct config_strv server_name;
+        struct config_strv listen;
+        uint64_t client_max_body_size;
+        uint64_t client_header_timeout, client_body_timeout, send_timeout, keepalive_timeout;
+        unsigned keepalive_requests;
+        bool server_tokens;
+        const char *access_log;
+        const char *error_log;
+        const char *log_level;
+        unsigned max_connections;
+        unsigned workers;
+        uint64_t max_header_size;
+        uint64_t response_buffer;
+};
+
+#define S(name, type)                                                                              \
+        {                                                                                          \
+#name, type, offsetof(struct server_settings, name)                                \
+        }
+static const struct config_key server_keys[] = {
+    S(server_name, CONFIG_STRV),
+    S(listen, CONFIG_STRV),
+    S(client_max_body_size, CONFIG_SIZE),
+    S(client_header_timeout, CONFIG_DURATION),
+    S(client_body_timeout, CONFIG_DURATION),
+    S(send_timeout, CONFIG_DURATION),
+    S(keepalive_timeout, CONFIG_DURATION),
+    S(keepalive_requests, CONFIG_UINT),
+    S(server_tokens, CONFIG_BOOL),
+    S(access_log, CONFIG_STRING),
+    S(error_log, CONFIG_STRING),
+    S(log_level, CONFIG_STRING),
+    S(max_connections, CONFIG_UINT),
+    S(workers, CONFIG_UINT),
+    S(max_header_size, CONFIG_SIZE),
+    S(response_buffer, CONFIG_SIZE),
+    {},
+};
+#undef S
+
+/* Keys that concern the whole process, not one virtual server. */
+static bool key_is_global(const char *key)
+{
+        static const char *const global[] = {"listen",          "error_log", "log_level",
+                                             "max_connections", "workers",   "max_header_size",
+                                             "response_buffer"};
+        for (size_t i = 0; i < ARRAY_SIZE(global); i++)
+                if (streq(key, global[i]))
+                        return true;
+        return false;
+}
+
+struct upstream_settings {
+        struct config_strv server;
+        const char *balance;
+        unsigned keepalive;
+        uint64_t connect_timeout, read_timeout, send_timeout;
+};
+
+#define U(name, type)                                                                              \
+        {                                                                                          \
+#name, type, offsetof(struct upstream_settings, name)                              \
+        }
+static const struct config_key upstream_keys[] = {
+    U(server, CONFIG_STRV),
+    U(balance, CONFIG_STRING),
+    U(keepalive, CONFIG_UINT),
+    U(connect_timeout, CONFIG_DURATION),
+    U(read_timeout, CONFIG_DURATION),
+    U(send_timeout, CONFIG_DURATION),
+    {},
+};
+#undef U
+
+struct location_settings {
+        const char *uwsgi_pass;
+        const char *proxy_pass;
+        const char *static_;
+        const char *return_;
+        uint64_t client_max_body_size;
+        bool has_body_size;
+        struct config_strv add_header;
+};
+
+#define L(name, key, type)                                                                         \
+        {                                                                                          \
+                key, type, offsetof(struct location_settings, name)                                \
+        }
+static const struct config_key location_keys[] = {
+    L(uwsgi_pass, "uwsgi_pass", CONFIG_STRING),
+    L(proxy_pass, "proxy_pass", CONFIG_STRING),
+    L(static_, "static", CONFIG_STRING),
+    L(return_, "return", CONFIG_STRING),
+    L(client_max_body_size, "client_max_body_size", CONFIG_SIZE),
+    L(add_header, "add_header", CONFIG_STRV),
+    {},
+};
+#undef L
+
+/* What kind of section a name is, and its argument. */
+enum section_kind { SEC_NONE, SEC_SERVER, SEC_UPSTREAM, SEC_LOCATION, SEC_BAD };
+
+static enum section_kind section_parse(const char *name, const char **ret_arg)
+{
+        static const struct {
+                const char *word;
+                enum section_kind kind;
+        } kinds[] = {
+            {"server", SEC_SERVER}, {"upstream", SEC_UPSTREAM}, {"location", SEC_LOCATION}};
+
+        *ret_arg = "";
+        if (!*name)
+                return SEC_NONE;
+        for (size_t i = 0; i < ARRAY_SIZE(kinds); i++) {
+                size_t n = strlen(kinds[i].word);
+                if (strncmp(name, kinds[i].word, n) != 0)
+                        continue;
+                if (name[n] == '\0') {
+                        *ret_arg = "";
+                        return kinds[i].kind;
+                }
+                if (name[n] == ' ') {
+                        *ret_arg = name + n + 1 + strspn(name + n + 1, " ");
+                        return kinds[i].kind;
+                }
+        }
+        return SEC_BAD;
+}
+
+/* A growable array, for the few lists built here. */
+static void *grow(void *v, size_t *n, size_t size)
+{
+        void *p = realloc(v, (*n + 1) * size);
+
+        if (!p)
+                return NULL;
+        memset((char *) p + *n * size, 0, size);
+        (*n)++;
+        return p;
+}
+
+static void diag_at(struct config_diag *d, const struct config_file *f,
+                    const struct config_entry *e, const char *fmt, const char *arg)
+{
+        config_diag_add(d, true, f->path, e ? e->line : 0, e ? e->key : NULL, fmt, arg);
+}
+
+/* ---- upstream servers ---- */
+
+/* "unix:/path weight=2 max_fails=3 fail_timeout=10s backup" */
+static int server_parse(const char *value, struct upstream_server *s, const char **ret_problem)
+{
+        _cleanup_free_ char *copy = strdup(value);
+        char *save = NULL, *tok;
+        int r;
+
+        if (!copy)
+                return -ENOMEM;
+        s->weight = 1;
+        s->max_fails = 1;
+        s->fail_timeout = 10000;
+        tok = strtok_r(copy, " \t", &save);
+        if (!tok) {
+                *ret_problem = "empty server address";
+                return -EINVAL;
+        }
+        if (strlen(tok) >= sizeof(s->addr)) {
+                *ret_problem = "server address too long";
+                return -EINVAL;
+        }
+        strcpy(s->addr, tok);
+        r = listen_parse_addr(tok, &s->sa, &s->sa_len);
+        if (r < 0) {
+                *ret_problem = "not an address (unix:/path, host:port, [v6]:port)";
+                return -EINVAL;
+        }
+        while ((tok = strtok_r(NULL, " \t", &save))) {
+                if (streq(tok, "backup")) {
+                        s->backup = true;
+                } else if (!strncmp(tok, "weight=", 7)) {
+                        if (config_parse_uint(tok + 7, &s->weight) < 0 || s->weight == 0 ||
+                            s->weight > 1000) {
+                                *ret_problem = "weight must be 1..1000";
+                                return -EINVAL;
+                        }
+                } else if (!strncmp(tok, "max_fails=", 10)) {
+                        if (config_parse_uint(tok + 10, &s->max_fails) < 0) {
+                                *ret_problem = "max_fails is not a number";
+                                return -EINVAL;
+                        }
+                } else if (!strncmp(tok, "fail_timeout=", 13)) {
+                        if (config_parse_duration_ms(tok + 13, &s->fail_timeout) < 0) {
+                                *ret_problem = "fail_timeout is not a duration";
+                                return -EINVAL;
+                        }
+                } else {
+                        *ret_problem = "unknown server parameter (weight=, max_fails=, "
+                                       "fail_timeout=, backup)";
+                        return -EINVAL;
+                }
+        }
+        return 0;
+}
+
+/* ---- building ---- */
+
+struct builder {
+        const struct config_file *f;
+        struct config_diag *diag;
+        struct proxy_config *c;
+        struct server_settings global;
+        /* per section, while it is being read */
+        struct server_settings *server_settings; /* one per vserver */
+        struct location_settings *loc_settings;  /* one per location, in order */
+        size_t n_loc_settings;
+        const struct config_entry **loc_first; /* the entry that opened each location */
+        unsigned *loc_server;                  /* which vserver each location is in */
+        struct upstream_settings *up_settings;
+        const struct config_entry **up_first;
+};
+
+static void server_defaults(struct server_settings *s)
+{
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+
+        *s = (struct server_settings){
+            .client_max_body_size = 1024 * 1024,
+            .client_header_timeout = 60000,
+            .client_body_timeout = 60000,
+            .send_timeout = 60000,
+            .keepalive_timeout = 75000,
+            .keepalive_requests = 1000,
+            .server_tokens = true,
+            .access_log = "off",
+            .max_connections = 4096,
+            .workers = cpus > 0 ? (unsigned) cpus : 1,
+            .max_header_size = 16 * 1024,
+            .response_buffer = 1024 * 1024,
+        };
+}
+
+static int add_vserver(struct builder *b)
+{
+        struct proxy_config *c = b->c;
+        size_t n = c->n_servers;
+        void *p;
+
+        p = grow(c->servers, &n, sizeof(*c->servers));
+        if (!p)
+                return -ENOMEM;
+        c->servers = p;
+        n = c->n_servers;
+        p = grow(b->server_settings, &n, sizeof(*b->server_settings));
+        if (!p)
+                return -ENOMEM;
+        b->server_settings = p;
+        c->n_servers = n;
+        server_defaults(&b->server_settings[n - 1]);
+        return 0;
+}
+
+/* Pass one: sort every entry into the section struct it belongs to. */
+static int collect(struct builder *b)
+{
+        const struct config_file *f = b->f;
+        struct proxy_config *c = b->c;
+        unsigned prev_section = 0;
+        bool started = false;
+        enum section_kind kind = SEC_NONE;
+        void *target = NULL;
+        const struct config_key *keys = NULL;
+        bool first_server = true;
+        char origin[512];
+        int r;
+
+        for (size_t i = 0; f && i < f->n_entries; i++) {
+                const struct config_entry *e = &f->entries[i];
+                const char *arg;
+                size_t n;
+                void *p;
+
+                if (!started || e->section_no != prev_section) {
+                        started = true;
+                        prev_section = e->section_no;
+                        kind = section_parse(e->section, &arg);
+                        switch (kind) {
+                        case SEC_NONE:
+                                diag_at(b->diag, f, e, "outside of any section%s", "");
+                                target = NULL;
+                                break;
+                        case SEC_BAD:
+                                diag_at(b->diag, f, e,
+                                        "unknown section [%s] (server, upstream NAME, "
+                                        "location PREFIX)",
+                                        e->section);
+                                target = NULL;
+                                break;
+                        case SEC_SERVER:
+                                first_server = c->n_servers == 0;
+                                r = add_vserver(b);
+                                if (r < 0)
+                                        return r;
+                                target = &b->server_settings[c->n_servers - 1];
+                                keys = server_keys;
+                                break;
+                        case SEC_UPSTREAM:
+                                if (!*arg) {
+                                        diag_at(b->diag, f, e, "[upstream] needs a name%s", "");
+                                        target = NULL;
+                                        break;
+                                }
+                                n = c->n_upstreams;
+                                p = grow(c->upstreams, &n, sizeof(*c->upstreams));
+                                if (!p)
+                                        return -ENOMEM;
+                                c->upstreams = p;
+                                n = c->n_upstreams;
+                                p = grow(b->up_settings, &n, sizeof(*b->up_settings));
+                                if (!p)
+                                        return -ENOMEM;
+                                b->up_settings = p;
+                                n = c->n_upstreams;
+                                p = grow(b->up_first, &n, sizeof(*b->up_first));
+                                if (!p)
+                                        return -ENOMEM;
+                                b->up_first = p;
+                                c->n_upstreams = n;
+                                c->upstreams[n - 1].name = strdup(arg);
+                                if (!c->upstreams[n - 1].name)
+                                        return -ENOMEM;
+                                b->up_first[n - 1] = e;
+                                b->up_settings[n - 1] = (struct upstream_settings){
+                                    .balance = "round_robin",
+                                    .connect_timeout = 60000,
+                                    .read_timeout = 60000,
+                                    .send_timeout = 60000,
+                                };
+                                target = &b->up_settings[n - 1];
+                                keys = upstream_keys;
+                                for (size_t j = 0; j + 1 < n; j++)
+                                        if (streq(c->upstreams[j].name, arg))
+                                                diag_at(b->diag, f, e,
+                                                        "upstream '%s' is defined twice", arg);
+                                break;
+                        case SEC_LOCATION:
+                                if (c->n_servers == 0) {
+                                        r = add_vserver(b);
+                                        if (r < 0)
+                                                return r;
+                                }
+                                n = b->n_loc_settings;
+                                p = grow(b->loc_settings, &n, sizeof(*b->loc_settings));
+                                if (!p)
+                                        return -ENOMEM;
+                                b->loc_settings = p;
+                                n = b->n_loc_settings;
+                                p = grow(b->loc_first, &n, sizeof(*b->loc_first));
+                                if (!p)
+                                        return -ENOMEM;
+                                b->loc_first = p;
+                                n = b->n_loc_settings;
+                                p = grow(b->loc_server, &n, sizeof(*b->loc_server));
+                                if (!p)
+                                        return -ENOMEM;
+                                b->loc_server = p;
+                                b->n_loc_settings = n;
+                                b->loc_first[n - 1] = e;
+                                b->loc_server[n - 1] = (unsigned) c->n_servers - 1;
+                                target = &b->loc_settings[n - 1];
+                                keys = location_keys;
+                                break;
+                        }
+                }
+                if (!target)
+                        continue;
+
+                const struct config_key *k = config_key_find(keys, e->key);
+                if (!k) {
+                        config_diag_add(b->diag, true, f->path, e->line, e->key,
+                                        "unknown key in [%s]", e->section);
+                        continue;
+                }
+                if (kind == SEC_SERVER && !first_server && key_is_global(e->key)) {
+                        config_diag_add(b->diag, true, f->path, e->line, e->key,
+                                        "applies to the whole daemon: set it in the first "
+                                        "[server] section");
+                        continue;
+                }
+                snprintf(origin, sizeof(origin), "%s:%u: %s", f->path, e->line, e->key);
+                r = config_set(k, e->value, target, origin, b->diag);
+                if (r == -ENOMEM)
+                        return r;
+                if (kind == SEC_LOCATION && streq(e->key, "client_max_body_size"))
+                        ((struct location_settings *) target)->has_body_size = true;
+        }
+        return 0;
+}
+
+static int build_upstreams(struct builder *b)
+{
+        struct proxy_config *c = b->c;
+
+        for (size_t i = 0; i < c->n_upstreams; i++) {
+                struct upstream *u = &c->upstreams[i];
+                struct upstream_settings *s = &b->up_settings[i];
+                const struct config_entry *e = b->up_first[i];
+
+                if (s->server.n == 0)
+                        diag_at(b->diag, b->f, e, "upstream '%s' has no server", u->name);
+                u->servers = calloc(s->server.n ? s->server.n : 1, sizeof(*u->servers));
+                if (!u->servers)
+                        return -ENOMEM;
+                for (size_t j = 0; j < s->server.n; j++) {
+                        const char *problem = NULL;
+                        int r = server_parse(s->server.v[j], &u->servers[j], &problem);
+                        if (r == -ENOMEM)
+                                return r;
+                        if (r < 0) {
+                                config_diag_add(b->diag, true, b->f->path, e->line, "server",
+                                                "%s: '%s'", problem, s->server.v[j]);
+                                continue;
+                        }
+                        if (!u->servers[j].backup)
+                                u->total_weight += u->servers[j].weight;
+                        u->n_servers++;
+                }
+                if (u->n_servers > 0 && u->total_weight == 0)
+                        diag_at(b->diag, b->f, e, "upstream '%s' has only backup servers", u->name);
+                if (streq(s->balance, "round_robin"))
+                        u->balance = BALANCE_ROUND_ROBIN;
+                else if (streq(s->balance, "least_conn"))
+                        u->balance = BALANCE_LEAST_CONN;
+                else
+                        config_diag_add(b->diag, true, b->f->path, e->line, "balance",
+                                        "'%s' is not round_robin or least_conn", s->balance);
+                u->keepalive = s->keepalive;
+                u->connect_timeout = s->connect_timeout;
+                u->read_timeout = s->read_timeout;
+                u->send_timeout = s->send_timeout;
+        }
+        return 0;
+}
+
+static struct upstream *upstream_find(struct proxy_config *c, const char *name)
+{
+        for (size_t i = 0; i < c->n_upstreams; i++)
+                if (streq(c->upstreams[i].name, name))
+                        return &c->upstreams[i];
+        return NULL;
+}
+
+/* "301 https://example.com/" or "404" or "200 text" */
+static int return_parse(const char *v, struct location *l)
+{
+        char *end;
+        unsigned long st = strtoul(v, &end, 10);
+
+        if (end == v || st < 200 || st > 599 || (*end && *end != ' '))
+                return -EINVAL;
+        l->return_status = (int) st;
+        end += strspn(end, " ");
+        if ((st == 301 || st == 302 || st == 303 || st == 307 || st == 308) && !*end)
+                return -EINVAL; /* a redirect needs a target */
+        l->return_target = strdup(end);
+        return l->return_target ? 0 : -ENOMEM;
+}
+
+/* add_header = Name: value, checked so that it cannot break the response head. */
+static int add_header_append(struct location *l, const char *v)
+{
+        const char *colon = strchr(v, ':');
+        size_t n = strlen(v);
+        char *p;
+
+        if (!colon || colon == v)
+                return -EINVAL;
+        for (const char *q = v; q < colon; q++)
+                if (!strchr("!#$%&'*+-.^_`|~", *q) &&
+                    !((*q >= '0' && *q <= '9') || ((*q | 0x20) >= 'a' && (*q | 0x20) <= 'z')))
+                        return -EINVAL;
+        for (const char *q = colon + 1; *q; q++)
+                if ((unsigned char) *q < 0x20 && *q != '\t')
+                        return -EINVAL;
+        p = realloc(l->add_headers, l->add_headers_len + n + 3);
+        if (!p)
+                return -ENOMEM;
+        l->add_headers = p;
+        memcpy(p + l->add_headers_len, v, n);
+        memcpy(p + l->add_headers_len + n, "\r\n", 3);
+        l->add_headers_len += n + 2;
+        return 0;
+}
+
+static int build_location(struct builder *b, size_t i, struct location *l)
+{
+        const struct location_settings *s = &b->loc_settings[i];
+        const struct config_entry *e = b->loc_first[i];
+        const struct vserver *vs = &b->c->servers[b->loc_server[i]];
+        const char *arg;
+        unsigned n_actions = !!s->uwsgi_pass + !!s->proxy_pass + !!s->static_ + !!s->return_;
+        int r;
+
+        (void) section_parse(e->section, &arg);
+        if (arg[0] == '=' && arg[1] == ' ') {
+                l->exact = true;
+                arg += 2 + strspn(arg + 2, " ");
+        }
+        if (arg[0] != '/') {
+                diag_at(b->diag, b->f, e, "a location is a path starting with '/': [%s]",
+                        e->section);
+                return 0;
+        }
+        l->prefix = strdup(arg);
+        if (!l->prefix)
+                return -ENOMEM;
+        l->prefix_len = strlen(arg);
+        l->client_max_body_size =
+            s->has_body_size ? s->client_max_body_size : vs->client_max_body_size;
+
+        if (n_actions != 1) {
+                diag_at(b->diag, b->f, e,
+                        n_actions ? "[%s] has more than one of uwsgi_pass, proxy_pass, static, "
+                                    "return"
+                                  : "[%s] needs one of uwsgi_pass, proxy_pass, static, return",
+                        e->section);
+                return 0;
+        }
+        if (s->uwsgi_pass || s->proxy_pass) {
+                const char *name = s->uwsgi_pass ? s->uwsgi_pass : s->proxy_pass;
+                l->kind = s->uwsgi_pass ? LOC_UWSGI : LOC_HTTP;
+                l->upstream = upstream_find(b->c, name);
+                if (!l->upstream)
+                        config_diag_add(b->diag, true, b->f->path, e->line,
+                                        s->uwsgi_pass ? "uwsgi_pass" : "proxy_pass",
+                                        "no [upstream %s]", name);
+        } else if (s->static_) {
+                l->kind = LOC_STATIC;
+                if (s->static_[0] != '/') {
+                        config_diag_add(b->diag, true, b->f->path, e->line, "static",
+                                        "'%s' is not the absolute path of wharf-static's "
+                                        "handoff socket",
+                                        s->static_);
+                        return 0;
+                }
+                if (strlen(s->static_) >= sizeof(((struct sockaddr_un *) 0)->sun_path)) {
+                        config_diag_add(b->diag, true, b->f->path, e->line, "static",
+                                        "socket path too long%s", "");
+                        return 0;
+                }
+                l->static_path = strdup(s->static_);
+                if (!l->static_path)
+                        return -ENOMEM;
+        } else {
+                l->kind = LOC_RETURN;
+                r = return_parse(s->return_, l);
+                if (r == -ENOMEM)
+                        return r;
+                if (r < 0)
+                        config_diag_add(b->diag, true, b->f->path, e->line, "return",
+                                        "'%s' is not 'STATUS [URL or text]' (200..599; a "
+                                        "redirect needs its URL)",
+                                        s->return_);
+        }
+        for (size_t j = 0; j < s->add_header.n; j++) {
+                r = add_header_append(l, s->add_header.v[j]);
+                if (r == -ENOMEM)
+                        return r;
+                if (r < 0)
+                        config_diag_add(b->diag, true, b->f->path, e->line, "add_header",
+                                        "'%s' is not 'Name: value'", s->add_header.v[j]);
+        }
+        return 0;
+}
+
+static int build_servers(struct builder *b)
+{
+        struct proxy_config *c = b->c;
+        char origin[64];
+
+        for (size_t i = 0; i < c->n_servers; i++) {
+                struct vserver *vs = &c->servers[i];
+                struct server_settings *s = &b->server_settings[i];
+
+                vs->names = s->server_name;
+                s->server_name = (struct config_strv){0};
+                vs->client_max_body_size = s->client_max_body_size;
+                vs->client_header_timeout = s->client_header_timeout;
+                vs->client_body_timeout = s->client_body_timeout;
+                vs->send_timeout = s->send_timeout;
+                vs->keepalive_timeout = s->keepalive_timeout;
+                vs->keepalive_requests = s->keepalive_requests;
+                vs->server_tokens = s->server_tokens;
+                vs->access_log = strdup(s->access_log);
+                if (!vs->access_log)
+                        return -ENOMEM;
+                if (!streq(s->access_log, "off") && !streq(s->access_log, "journal") &&
+                    !streq(s->access_log, "stderr") && strncmp(s->access_log, "file:", 5) != 0) {
+                        snprintf(origin, sizeof(origin), "[server] %zu", i + 1);
+                        config_diag_add(b->diag, true, origin, 0, "access_log",
+                                        "'%s' is not off, journal, stderr or file:/path",
+                                        s->access_log);
+                }
+        }
+        for (size_t i = 0; i < b->n_loc_settings; i++) {
+                struct vserver *vs = &c->servers[b->loc_server[i]];
+                struct location *p = realloc(vs->locations, (vs->n_locations + 1) * sizeof(*p));
+                if (!p)
+                        return -ENOMEM;
+                vs->locations = p;
+                memset(&p[vs->n_locations], 0, sizeof(*p));
+                int r = build_location(b, i, &p[vs->n_locations]);
+                vs->n_locations++;
+                if (r < 0)
+                        return r;
+                for (size_t j = 0; j + 1 < vs->n_locations; j++)
+                        if (p[j].prefix && p[vs->n_locations - 1].prefix &&
+                            p[j].exact == p[vs->n_locations - 1].exact &&
+                            streq(p[j].prefix, p[vs->n_locations - 1].prefix))
+                                diag_at(b->diag, b->f, b->loc_first[i],
+                                        "location '%s' is defined twice in this server",
+                                        p[j].prefix);
+        }
+        return 0;
+}
+
+static int build_global(struct builder *b)
+{
+        struct proxy_config *c = b->c;
+        const struct server_settings *g = c->n_servers ? &b->server_settings[0] : &b->global;
+        static const char *const levels[] = {[LOG_ERR] = "error",
+                                             [LOG_WARNING] = "warning",
+                                             [LOG_NOTICE] = "notice",
+                                             [LOG_INFO] = "info",
+                                             [LOG_DEBUG] = "debug"};
+
+        c->workers = g->workers ? g->workers : 1;
+        c->max_connections = g->max_connections ? g->max_connections : 1;
+        c->max_header_size = g->max_header_size;
+        if (c->max_header_size < 1024 || c->max_header_size > 1024 * 1024)
+                config_diag_add(b->diag, true, b->f ? b->f->path : "--max-header-size", 0,
+                                "max_header_size", "must be between 1k and 1M%s", "");
+        c->response_buffer = g->response_buffer < 64 * 1024 ? 64 * 1024 : g->response_buffer;
+        c->log_level = LOG_INFO;
+        if (g->log_level) {
+                c->log_level = -1;
+                for (size_t i = 0; i < ARRAY_SIZE(levels); i++)
+                        if (levels[i] && streq(levels[i], g->log_level))
+                                c->log_level = (int) i;
+                if (c->log_level < 0) {
+                        c->log_level = LOG_INFO;
+                        config_diag_add(b->diag, true, b->f ? b->f->path : "--log-level", 0,
+                                        "log_level",
+                                        "'%s' is not debug, info, notice, warning "
+                                        "or error",
+                                        g->log_level);
+                }
+        }
+        if (g->error_log) {
+                c->error_log = strdup(g->error_log);
+                if (!c->error_log)
+                        return -ENOMEM;
+        }
+        c->listen = g->listen;
+        if (c->n_servers)
+                b->server_settings[0].listen = (struct config_strv){0};
+        else
+                b->global.listen = (struct config_strv){0};
+        snprintf(c->server_header, sizeof(c->server_header), "%s",
+                 c->n_servers == 0 || c->servers[0].server_tokens ? "wharf/" WHARF_VERSION
+                                                                  : "wharf");
+        return 0;
+}
+
+static void builder_done(struct builder *b)
+{
+        for (size_t i = 0; i < b->c->n_servers && b->server_settings; i++) {
+                config_strv_done(&b->server_settings[i].server_name);
+                config_strv_done(&b->server_settings[i].listen);
+        }
+        config_strv_done(&b->global.listen);
+        config_strv_done(&b->global.server_name);
+        free(b->server_settings);
+        for (size_t i = 0; i < b->n_loc_settings; i++)
+                config_strv_done(&b->loc_settings[i].add_header);
+        free(b->loc_settings);
+        free(b->loc_first);
+        free(b->loc_server);
+        for (size_t i = 0; i < b->c->n_upstreams && b->up_settings; i++)
+                config_strv_done(&b->up_settings[i].server);
+        free(b->up_settings);
+        free(b->up_first);
+}
+
+/* Command-line overrides go to the first (default) server. */
+static int apply_overrides(struct builder *b, const char *const *keys, const char *const *values,
+                           size_t n)
+{
+        char origin[64];
+        int r;
+
+        if (n > 0 && b->c->n_servers == 0) {
+                r = add_vserver(b);
+                if (r < 0)
+                        return r;
+        }
+        for (size_t i = 0; i < n; i++) {
+                const struct config_key *k = config_key_find(server_keys, keys[i]);
+                snprintf(origin, sizeof(origin), "--%s", keys[i]);
+                for (char *p = origin; *p; p++)
+                        if (*p == '_')
+                                *p = '-';
+                if (!k) {
+                        config_diag_add(b->diag, true, origin, 0, NULL, "unknown option%s", "");
+                        continue;
+                }
+                r = config_set(k, values[i], &b->server_settings[0], origin, b->diag);
+                if (r == -ENOMEM)
+                        return r;
+        }
+        return 0;
+}
+
+int proxy_config_load(const char *path, const char *const *keys, const char *const *values,
+                      size_t n, struct config_diag *diag, struct proxy_config **ret)
+{
+        struct proxy_config *c = calloc(1, sizeof(*c));
+        struct builder b = {.diag = diag, .c = c};
+        int r;
+
+        if (!c)
+                return -ENOMEM;
+        server_defaults(&b.global);
+        if (path) {
+                r = config_load(path, &c->file, diag);
+                if (r < 0) {
+                        free(c);
+                        return r;
+                }
+                b.f = c->file;
+        }
+        r = collect(&b);
+        if (r >= 0)
+                r = apply_overrides(&b, keys, values, n);
+        if (r >= 0)
+                r = build_upstreams(&b);
+        if (r >= 0)
+                r = build_servers(&b);
+        if (r >= 0)
+                r = build_global(&b);
+        if (r >= 0 && c->n_servers == 0)
+                r = add_vserver(&b) < 0 ? -ENOMEM : build_servers(&b);
+        if (r >= 0) {
+                size_t routes = 0;
+                for (size_t i = 0; i < c->n_servers; i++)
+                        routes += c->servers[i].n_locations;
+                if (routes == 0)
+                        config_diag_add(diag, false, path ? path : "wharf-proxy", 0, NULL,
+                                        "no [location] sections: every request gets 404");
+        }
+        builder_done(&b);
+        if (r < 0 || diag->errors) {
+                proxy_config_free(c);
+                return r < 0 ? r : -EINVAL;
+        }
+        *ret = c;
+        return 0;
+}
+
+struct proxy_config *proxy_config_free(struct proxy_config *c)
+{
+        if (!c)
+                return NULL;
+        for (size_t i = 0; i < c->n_servers; i++) {
+                struct vserver *vs = &c->servers[i];
+                for (size_t j = 0; j < vs->n_locations; j++) {
+                        free(vs->locations[j].prefix);
+                        free(vs->locations[j].static_path);
+                        free(vs->locations[j].return_target);
+                        free(vs->locations[j].add_headers);
+                }
+                free(vs->locations);
+                config_strv_done(&vs->names);
+                free(vs->access_log);
+        }
+        free(c->servers);
+        for (size_t i = 0; i < c->n_upstreams; i++) {
+                free(c->upstreams[i].name);
+                free(c->upstreams[i].servers);
+        }
+        free(c->upstreams);
+        config_strv_done(&c->listen);
+        free(c->error_log);
+        config_file_free(c->file);
+        free(c);
+        return NULL;
+}
+
+const struct vserver *proxy_find_server(const struct proxy_config *c, const char *host, size_t len)
+{
+        /* The port, if any, is not part of the name; a v6 literal keeps its brackets. */
+        const char *colon = memrchr(host, ':', len);
+        if (colon && !memchr(colon, ']', (size_t) (host + len - colon)))
+                len = (size_t) (colon - host);
+
+        for (size_t i = 0; i < c->n_servers; i++) {
+                const struct vserver *vs = &c->servers[i];
+                for (size_t j = 0; j < vs->names.n; j++) {
+                        const char *name = vs->names.v[j];
+                        size_t n = strlen(name);
+                        if (n == len && strncasecmp(name, host, len) == 0)
+                                return vs;
+                        /* "*.example.com" matches any subdomain */
+                        if (name[0] == '*' && name[1] == '.' && len > n - 1 &&
+                            strncasecmp(name + 1, host + len - (n - 1), n - 1) == 0)
+                                return vs;
+                }
+        }
+        return &c->servers[0];
+}
+
+const struct location *proxy_find_location(const struct vserver *s, const char *path, size_t len)
+{
+        const struct location *best = NULL;
+
+        for (size_t i = 0; i < s->n_locations; i++) {
+                const struct location *l = &s->locations[i];
+                if (!l->prefix)
+                        continue;
+                if (l->exact) {
+                        if (l->prefix_len == len && memcmp(l->prefix, path, len) == 0)
+                                return l;
+                        continue;
+                }
+                if (l->prefix_len <= len && memcmp(l->prefix, path, l->prefix_len) == 0 &&
+                    (!best || l->prefix_len > best->prefix_len))
+                        best = l;
+        }
+        return best;
+}

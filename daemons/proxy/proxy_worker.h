@@ -1,0 +1,264 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * proxy_worker.h: the inside of a wharf-proxy worker, shared by
+ * proxy_worker.c (loop, accept, handoff channels, timers), proxy_conn.c (the
+ * client side) and proxy_upstream.c (the upstream side). Everything here
+ * belongs to one worker thread.
+ */
+#ifndef WHARF_PROXY_WORKER_H
+#define WHARF_PROXY_WORKER_H
+
+#include <sys/uio.h>
+#include <sys/un.h>
+
+#include "handoff.h"
+#include "http_parse.h"
+#include "http_resp.h"
+#include "http_response.h"
+#include "log.h"
+#include "proxy.h"
+#include "ring.h"
+#include "util.h"
+
+#define RECV_BUF_SIZE 16384
+#define RECV_BUF_COUNT 256
+#define RECV_BGID 1
+#define OBUF_SIZE (64 * 1024) /* one link of a response queue */
+#define SEND_IOV_MAX 16
+#define UP_RX_SIZE (64 * 1024)      /* upstream response head + one read of body */
+#define UP_HEAD_MAX (64 * 1024 + 4) /* the request head sent upstream: uwsgi's limit */
+#define TICK_USEC 100000
+#define STOP_GRACE_MS 30000
+#define RING_ENTRIES 2048
+#define POOL_SLACK 128
+#define LOG_LINE_MAX 1024 /* request line kept for the access log */
+#define LOG_FIELD_MAX 512 /* referer, user agent */
+/* A request body a client keeps sending after its answer is skipped up to this. */
+#define DISCARD_MAX (4 * 1024 * 1024)
+
+/* One link of a queue of bytes for the client. */
+struct obuf {
+        struct obuf *next;
+        size_t len, sent;
+        char data[OBUF_SIZE];
+};
+
+struct outq {
+        struct obuf *head, *tail;
+        size_t bytes; /* not yet sent */
+};
+
+enum phase {
+        PH_HEAD,     /* reading a request head; idle between requests */
+        PH_BODY,     /* a chunked request body is being buffered before forwarding */
+        PH_LOCAL,    /* a response made here is being sent */
+        PH_UPSTREAM, /* an exchange with an upstream is in progress */
+        PH_HANDOFF,  /* the connection goes to wharf-static */
+        PH_CLOSING,  /* waiting for operations in flight, then freed */
+        _PH_MAX
+};
+
+/* The response as it comes from the upstream. */
+enum resp_state { RESP_HEAD, RESP_BODY, RESP_DONE, _RESP_STATE_MAX };
+
+/* How the response body reaches the client. */
+enum client_framing { CF_NONE, CF_LENGTH, CF_CHUNKED, CF_CLOSE, _CF_MAX };
+
+struct upconn {
+        struct worker *w;
+        struct conn *c; /* while it serves an exchange */
+        int fd;
+        struct upstream_server *server;
+        const struct proxy_config *cfg;
+        unsigned inflight;
+        bool connected;
+        bool send_busy, recv_busy;
+        bool idle;   /* in the worker's keep-alive pool */
+        bool reused; /* came from the pool: may have been closed meanwhile */
+        struct ring_op op_connect, op_send, op_recv, op_poll;
+        uint64_t deadline;   /* connect or read timeout; 0 none */
+        struct upconn *next; /* pool and free list */
+        struct msghdr msg;
+        struct iovec iov[3];
+        char *rx;
+        size_t rx_len;
+};
+
+struct chan {
+        struct worker *w;
+        char path[sizeof(((struct sockaddr_un *) 0)->sun_path)];
+        int fd;
+        bool recv_armed;
+        struct ring_op op_recv;
+        struct handoff_rx rx;
+        struct chan *next;
+        char buf[HANDOFF_MAX_MSG];
+};
+
+struct conn {
+        struct worker *w;
+        int fd;
+        enum phase phase;
+        unsigned inflight;
+        bool recv_busy;
+        bool send_busy;
+        bool peer_closed; /* EOF from the client */
+        bool close_after; /* close once the output is sent */
+        bool abort_after; /* the response is broken: close without a clean end */
+        bool body_broken; /* upstream stopped reading the body: discard the rest */
+        unsigned requests;
+        uint32_t handoff_flags;
+        struct ring_op op_recv, op_send, op_handoff;
+        struct sockaddr_storage peer;
+        socklen_t peer_len;
+        unsigned local_port;
+        struct proxy_config *cfg; /* held (refs) while a request is in progress */
+        uint64_t deadline;        /* client-side timeout; 0 none */
+
+        /* Input: in[in_start .. in_start + in_len). */
+        char *in;
+        size_t in_cap, in_start, in_len;
+
+        /* Output to the client. */
+        struct outq out;
+        struct iovec iov[SEND_IOV_MAX];
+        struct msghdr msg;
+        size_t send_len;
+
+        /* The request being served. */
+        const struct vserver *vs;
+        const struct location *loc;
+        enum http_method method;
+        int minor_version;
+        bool keep_alive;
+        enum http_body body;
+        uint64_t body_left;    /* bytes of a length-delimited body not yet read from input */
+        uint64_t body_sent;    /* body bytes the upstream took */
+        uint64_t discard_left; /* body bytes to skip before the next request */
+        struct http_chunked chunk;
+        char *cbody; /* a chunked body, buffered */
+        size_t cbody_len, cbody_cap, cbody_sent;
+        uint64_t started_us;
+        int status;
+        uint64_t body_bytes_out;
+        char logline[LOG_LINE_MAX];
+        size_t logline_len;
+        char referer[LOG_FIELD_MAX], agent[LOG_FIELD_MAX];
+        size_t referer_len, agent_len;
+        bool has_referer, has_agent;
+
+        /* The exchange with an upstream. */
+        struct upconn *up;
+        char *uphead;
+        size_t uphead_len, uphead_sent;
+        unsigned tries;
+        uint64_t tried; /* bitmask of servers tried */
+        uint64_t up_started_us, up_usec;
+        const char *up_addr;
+        enum resp_state rstate;
+        enum http_resp_body rbody;
+        enum client_framing cf;
+        uint64_t rleft; /* length-delimited response bytes still to come */
+        struct http_chunked rchunk;
+        bool up_keep; /* the upstream connection may be reused */
+        bool retriable;
+
+        /* Handoff message. */
+        uint8_t hd_header[HANDOFF_HEADER_SIZE];
+        struct iovec hd_iov[2];
+        struct msghdr hd_msg;
+        struct {
+                _Alignas(struct cmsghdr) char buf[HANDOFF_CMSG_SPACE(1)];
+        } hd_control;
+        struct chan *chan;
+
+        struct conn *next_free;
+};
+
+struct listen_op {
+        struct ring_op op;
+        struct worker *w;
+        int fd;
+        unsigned port;
+        bool armed;
+};
+
+struct worker {
+        struct server *srv;
+        unsigned id;
+        pthread_t thread;
+        struct worker_stats stats;
+        const char *error_what;
+
+        struct ring ring;
+        struct ring_bufs bufs;
+        struct proxy_config *cfg;
+        struct access_log *alogs; /* one per virtual server of cfg */
+        size_t n_alogs;
+
+        struct conn *conns;
+        unsigned pool_size;
+        struct conn *free_conns;
+        unsigned n_conns;
+        struct chan *chans;
+        struct upconn *up_idle, *up_free;
+        unsigned n_up;
+
+        struct listen_op accepts[LISTEN_MAX];
+        unsigned n_accepts;
+        bool accept_paused;
+
+        int efd;
+        uint64_t efd_val;
+        struct ring_op op_efd;
+
+        struct obuf *free_obufs;
+        unsigned n_free_obufs;
+
+        uint64_t now; /* ms */
+        char date[HTTP_DATE_LEN + 1];
+        time_t date_sec;
+        bool stopping;
+        uint64_t stop_deadline;
+};
+
+/* proxy_worker.c */
+struct chan *chan_get(struct worker *w, const char *path);
+void chan_drop(struct chan *ch);
+struct obuf *obuf_get(struct worker *w);
+void obuf_put(struct worker *w, struct obuf *b);
+struct access_log *worker_alog(struct worker *w, const struct vserver *vs);
+
+/* proxy_conn.c */
+struct conn *conn_new(struct worker *w, int fd, unsigned local_port);
+void conn_start(struct conn *c, const char *data, size_t len);
+void conn_close(struct conn *c);
+void conn_idle_close(struct conn *c); /* on stop: close it if nothing is in progress */
+void conn_timeout(struct conn *c);
+struct io_uring_sqe *conn_sqe(struct conn *c, struct ring_op *op);
+void conn_send_pump(struct conn *c);
+void conn_recv_pump(struct conn *c);
+void conn_local_error(struct conn *c, int status);
+void conn_request_done(struct conn *c);
+/* Appends bytes for the client; false when out of memory. */
+bool outq_append(struct conn *c, const void *data, size_t len);
+void conn_consume(struct conn *c, size_t n);
+
+/* proxy_upstream.c */
+/*
+ * Starts forwarding req, whose head takes head_len bytes of input. With
+ * req NULL, the request is a buffered chunked one: its head is in c->uphead
+ * and its body in c->cbody.
+ */
+void exchange_start(struct conn *c, const struct http_request *req, size_t head_len);
+/* New input from the client while an exchange runs (more body, or EOF). */
+void exchange_input(struct conn *c);
+/* The client took bytes: there may be room to read more of the response. */
+void exchange_output_sent(struct conn *c);
+/* The client connection is going away: drop the upstream side. */
+void exchange_abort(struct conn *c);
+void upconn_timeout(struct upconn *u);
+void upconn_pool_drop_all(struct worker *w);
+void upconn_free_all(struct worker *w);
+
+#endif
