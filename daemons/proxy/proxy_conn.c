@@ -441,6 +441,7 @@ static void request_reset(struct conn *c)
         c->has_referer = c->has_agent = false;
         c->tries = 0;
         c->tried = 0;
+        c->fresh_only = false;
         c->up_usec = 0;
         c->up_addr = NULL;
         c->body_broken = false;
@@ -887,6 +888,7 @@ static void conn_process(struct conn *c)
         c->method = req.method;
         c->minor_version = req.minor_version;
         c->keep_alive = req.keep_alive;
+        c->expect_continue = req.expect_continue;
         stash_log_fields(c, &req);
         conn_route(c, &req, (size_t) r);
 }

@@ -561,6 +561,7 @@ static void up_fail(struct conn *c, int status, const char *what, int err)
         struct upstream *up = c->loc->upstream;
         bool connect_failed = u && !u->connected;
         bool was_reused = u && u->reused;
+        struct upstream_server *u_server = u ? u->server : NULL;
 
         log_warning("upstream %s: %s%s%s", u ? u->server->addr : up->name, what, err ? ": " : "",
                     err ? strerror(-err) : "");
@@ -575,8 +576,11 @@ static void up_fail(struct conn *c, int status, const char *what, int err)
                         c->uphead_sent = 0;
                         c->cbody_sent = 0;
                         c->rstate = RESP_HEAD;
-                        if (was_reused)
+                        if (was_reused) {
                                 c->tries--; /* a stale pooled connection is no real try */
+                                c->tried &= ~(1ull << ((size_t) (u_server - up->servers) % 64));
+                                c->fresh_only = true; /* the other idle ones may be stale too */
+                        }
                         up_connect(c);
                         return;
                 }
@@ -615,7 +619,7 @@ static void up_connect(struct conn *c)
         atomic_fetch_add(&s->active, 1);
         atomic_fetch_add_explicit(&w->stats.upstream_busy, 1, memory_order_relaxed);
 
-        u = up->keepalive ? pool_take(w, s) : NULL;
+        u = up->keepalive && !c->fresh_only ? pool_take(w, s) : NULL;
         if (u) {
                 u->c = c;
                 c->up = u;
@@ -875,7 +879,12 @@ static bool write_client_head(struct conn *c, const struct http_response *resp)
                 c->cf = CF_CHUNKED;
         else
                 c->cf = CF_CLOSE;
-        if (c->cf == CF_CLOSE)
+        /*
+         * A client that waits for 100 Continue may drop its body once the
+         * final answer is there, so whether the rest of the body follows is
+         * unknowable: the connection ends after this response.
+         */
+        if (c->cf == CF_CLOSE || (c->expect_continue && c->body_left > 0))
                 c->keep_alive = false;
         if (!c->keep_alive)
                 c->close_after = true;

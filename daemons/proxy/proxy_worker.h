@@ -131,6 +131,7 @@ struct conn {
         enum http_method method;
         int minor_version;
         bool keep_alive;
+        bool expect_continue; /* the client waits for 100 before its body */
         enum http_body body;
         uint64_t body_left;    /* bytes of a length-delimited body not yet read from input */
         uint64_t body_sent;    /* body bytes the upstream took */
@@ -160,8 +161,8 @@ struct conn {
         enum client_framing cf;
         uint64_t rleft; /* length-delimited response bytes still to come */
         struct http_chunked rchunk;
-        bool up_keep; /* the upstream connection may be reused */
-        bool retriable;
+        bool up_keep;    /* the upstream connection may be reused */
+        bool fresh_only; /* an idle connection failed: open new ones for this request */
 
         /* Handoff message. */
         uint8_t hd_header[HANDOFF_HEADER_SIZE];

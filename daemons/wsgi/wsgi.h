@@ -213,6 +213,12 @@ struct wsgi_py {
 struct wsgi_conn {
         int fd;
         enum wsgi_proto proto;
+        /*
+         * Responses mark their own end (Content-Length or chunked), so the
+         * connection can carry another request: always with HTTP, and with
+         * uwsgi when the front asked for it (WHARF_KEEPALIVE, wharf-proxy).
+         */
+        bool framed;
         char *buf;
         size_t cap;
         size_t len;      /* bytes in buf */

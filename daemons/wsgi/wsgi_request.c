@@ -226,7 +226,7 @@ static ssize_t build_head(struct wsgi_req *req, char *out, size_t size, int64_t 
                 if (auto_length >= 0) {
                         http_write_header_u64(&w, "Content-Length", (uint64_t) auto_length);
                         req->content_length = auto_length;
-                } else if (req->c->proto == WSGI_PROTO_HTTP) {
+                } else if (req->c->framed) {
                         /* No length known: chunked for 1.1, the end of the connection for 1.0. */
                         if (req->minor_version >= 1)
                                 req->chunked = true;
@@ -236,10 +236,10 @@ static ssize_t build_head(struct wsgi_req *req, char *out, size_t size, int64_t 
                                 http_write_header_str(&w, "Transfer-Encoding", "chunked");
                 }
         }
-        if (req->c->proto == WSGI_PROTO_HTTP) {
+        if (req->c->framed) {
                 if (!req->keep_alive)
                         http_write_header_str(&w, "Connection", "close");
-                else if (req->minor_version == 0)
+                else if (req->minor_version == 0 || req->c->proto == WSGI_PROTO_UWSGI)
                         http_write_header_str(&w, "Connection", "keep-alive");
         }
         return http_write_end(&w);
@@ -801,7 +801,7 @@ static void abort_conn(struct wsgi_conn *c)
  */
 static enum outcome broken(const struct wsgi_req *req)
 {
-        if (req->c->proto == WSGI_PROTO_HTTP && (req->chunked || req->content_length >= 0))
+        if (req->c->framed && (req->chunked || req->content_length >= 0))
                 return OUT_CLOSE;
         return OUT_ABORT;
 }
@@ -869,7 +869,7 @@ static enum outcome run_app(struct worker *w, struct wsgi_req *req, PyObject *en
                                  "Content-Type: text/plain\r\n"
                                  "Content-Length: %zu\r\n%s\r\n",
                                  req->minor_version, sizeof(error_500) - 1,
-                                 req->c->proto == WSGI_PROTO_HTTP ? "Connection: close\r\n" : "");
+                                 req->c->framed ? "Connection: close\r\n" : "");
                 struct iovec iov[2] = {
                     {head, (size_t) n},
                     {(char *) error_500, req->head_only ? 0 : sizeof(error_500) - 1}};
@@ -1215,62 +1215,80 @@ static void serve_http(struct worker *w, struct wsgi_conn *c)
         }
 }
 
+/*
+ * One uwsgi request per connection, as the protocol has it, unless the
+ * front sent WHARF_KEEPALIVE=1 (wharf-proxy does): then the response is
+ * framed, says "Connection: keep-alive", and the next packet may follow on
+ * the same connection. nginx and other fronts never send it and see plain
+ * uwsgi.
+ */
 static void serve_uwsgi(struct worker *w, struct wsgi_conn *c)
 {
         struct uwsgi_request ur;
         char desc[WSGI_REQUEST_DESC];
         ssize_t head;
 
-        for (;;) {
-                head = c->len ? uwsgi_parse_request(c->buf, c->len, &ur) : -EAGAIN;
-                if (head != -EAGAIN)
-                        break;
-                if (c->len == c->cap) {
-                        log_warning("uwsgi packet larger than buffer-size (%zu bytes)", c->cap);
+        for (bool first = true;; first = false) {
+                for (;;) {
+                        head = c->len ? uwsgi_parse_request(c->buf, c->len, &ur) : -EAGAIN;
+                        if (head != -EAGAIN)
+                                break;
+                        if (c->len == c->cap) {
+                                log_warning("uwsgi packet larger than buffer-size (%zu bytes)",
+                                            c->cap);
+                                return;
+                        }
+                        if (!first && c->len == 0 && wait_next_request(w, c) < 0)
+                                return;
+                        ssize_t n = wsgi_conn_recv(c, c->buf + c->len, c->cap - c->len);
+                        if (n <= 0)
+                                return;
+                        c->len += (size_t) n;
+                }
+                if (head < 0) {
+                        log_warning("malformed uwsgi packet: %s", strerror((int) -head));
                         return;
                 }
-                ssize_t n = wsgi_conn_recv(c, c->buf + c->len, c->cap - c->len);
-                if (n <= 0)
+                if (ur.modifier1 == UWSGI_MOD_PING) {
+                        static const char pong[4] = {UWSGI_MOD_PING, 0, 0, 0};
+                        (void) send(c->fd, pong, sizeof(pong), MSG_NOSIGNAL | MSG_DONTWAIT);
                         return;
-                c->len += (size_t) n;
-        }
-        if (head < 0) {
-                log_warning("malformed uwsgi packet: %s", strerror((int) -head));
-                return;
-        }
-        if (ur.modifier1 == UWSGI_MOD_PING) {
-                static const char pong[4] = {UWSGI_MOD_PING, 0, 0, 0};
-                (void) send(c->fd, pong, sizeof(pong), MSG_NOSIGNAL | MSG_DONTWAIT);
-                return;
-        }
-        if (ur.modifier1 != UWSGI_MOD_WSGI) {
-                log_warning("uwsgi modifier1 %u is not served (only 0, WSGI)", ur.modifier1);
-                return;
-        }
+                }
+                if (ur.modifier1 != UWSGI_MOD_WSGI) {
+                        log_warning("uwsgi modifier1 %u is not served (only 0, WSGI)",
+                                    ur.modifier1);
+                        return;
+                }
 
-        uint64_t body = 0;
-        struct span cl = uwsgi_get(&ur, "CONTENT_LENGTH");
-        for (size_t i = 0; cl.ptr && i < cl.len; i++) {
-                if (cl.ptr[i] < '0' || cl.ptr[i] > '9' || body > UINT64_MAX / 10 - 10) {
-                        reply_error(c, 400, 1);
+                uint64_t body = 0;
+                struct span cl = uwsgi_get(&ur, "CONTENT_LENGTH");
+                for (size_t i = 0; cl.ptr && i < cl.len; i++) {
+                        if (cl.ptr[i] < '0' || cl.ptr[i] > '9' || body > UINT64_MAX / 10 - 10) {
+                                reply_error(c, 400, 1);
+                                return;
+                        }
+                        body = body * 10 + (uint64_t) (cl.ptr[i] - '0');
+                }
+                if (w->srv->s->limit_post > 0 && body > w->srv->s->limit_post) {
+                        reply_error(c, 413, 1);
                         return;
                 }
-                body = body * 10 + (uint64_t) (cl.ptr[i] - '0');
+                struct span method = uwsgi_get(&ur, "REQUEST_METHOD");
+                struct span uri = uwsgi_get(&ur, "REQUEST_URI");
+                if (!uri.ptr)
+                        uri = uwsgi_get(&ur, "PATH_INFO");
+                struct span proto = uwsgi_get(&ur, "SERVER_PROTOCOL");
+                struct span ka = uwsgi_get(&ur, "WHARF_KEEPALIVE");
+                c->framed = ka.ptr && span_eq(ka, "1");
+                describe(desc, sizeof(desc), method.ptr ? method : span_from_str("GET"),
+                         uri.ptr ? uri : span_from_str("/"));
+                enum outcome o = serve(w, c, NULL, &ur, (size_t) head, body, NULL,
+                                       proto.ptr && span_eq(proto, "HTTP/1.0") ? 0 : 1,
+                                       method.ptr && span_eq(method, "HEAD"),
+                                       c->framed && !stop_requested(w), desc);
+                if (o != OUT_DONE || !c->framed || stop_requested(w))
+                        return;
         }
-        if (w->srv->s->limit_post > 0 && body > w->srv->s->limit_post) {
-                reply_error(c, 413, 1);
-                return;
-        }
-        struct span method = uwsgi_get(&ur, "REQUEST_METHOD");
-        struct span uri = uwsgi_get(&ur, "REQUEST_URI");
-        if (!uri.ptr)
-                uri = uwsgi_get(&ur, "PATH_INFO");
-        struct span proto = uwsgi_get(&ur, "SERVER_PROTOCOL");
-        describe(desc, sizeof(desc), method.ptr ? method : span_from_str("GET"),
-                 uri.ptr ? uri : span_from_str("/"));
-        (void) serve(w, c, NULL, &ur, (size_t) head, body, NULL,
-                     proto.ptr && span_eq(proto, "HTTP/1.0") ? 0 : 1,
-                     method.ptr && span_eq(method, "HEAD"), false, desc);
 }
 
 /* Accepts one connection from any listener. Returns its fd, or -EAGAIN if none waits. */
@@ -1315,6 +1333,7 @@ static void serve_loop(struct worker *w)
                         idle_wait(w);
                         continue;
                 }
+                c.framed = c.proto == WSGI_PROTO_HTTP;
                 if (c.proto == WSGI_PROTO_HTTP)
                         serve_http(w, &c);
                 else
