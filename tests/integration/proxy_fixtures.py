@@ -17,7 +17,7 @@ import wharf_harness as wh
 
 
 def proxy_binary_or_skip() -> Path:
-    path = wh.daemon_binary("wharf-proxy")
+    path = wh.daemon_binary("proxy")
     if not path.exists():
         pytest.skip(f"{path} is not built")
     return path

@@ -1,0 +1,159 @@
+# SPDX-License-Identifier: MIT
+"""The demo stack in a real browser.
+
+wharf-wsgi (the example Django project), wharf-static (its STATIC_ROOT) and
+wharf-proxy in front, each given its socket as systemd gives it, wired as
+`./dev demo` wires them. Debian's Chromium, headless and driven through
+chromedriver (python3-selenium), opens /admin/, logs in as the demo user
+and the test checks that the admin's style sheet, which only wharf-static
+serves (through the connection handoff), was applied. A screenshot of the
+logged-in page is kept in out/test-artifacts/.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import wharf_harness as wh
+
+REPO = Path(__file__).resolve().parents[2]
+PROJECT = REPO / "examples" / "server_dev"
+PYTHON = "/usr/bin/python3"
+PASSWORD = "wharf-browser-test-1"
+ARTIFACTS = REPO / "out" / "test-artifacts"
+
+webdriver = pytest.importorskip("selenium.webdriver", reason="python3-selenium is not installed")
+if not shutil.which("chromedriver") or not shutil.which("chromium"):
+    pytest.skip("chromium and chromium-driver are not installed", allow_module_level=True)
+if subprocess.run([PYTHON, "-c", "import django"], capture_output=True).returncode != 0:
+    pytest.skip(f"{PYTHON} has no Django (apt install python3-django)", allow_module_level=True)
+
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def stack():
+    """The three daemons, as ./dev demo runs them; yields the proxy's base URL."""
+    work = wh.short_tempdir()
+    state = work / "state"
+    state.mkdir()
+    env = {
+        "DJANGO_DATABASE_PATH": str(state / "db.sqlite3"),
+        "DJANGO_STATIC_ROOT": str(state / "static"),
+        "DJANGO_MEDIA_ROOT": str(state / "media"),
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "DJANGO_SECRET_KEY": "browser-test-" + os.urandom(16).hex(),
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    project = work / "server_dev"
+    shutil.copytree(PROJECT, project, ignore=shutil.ignore_patterns(
+        "run", "db.sqlite3", "media", "static_root", "__pycache__"))
+    (project / "run").mkdir()
+    out = subprocess.run([str(project / "prepare.sh"), PASSWORD], env={**os.environ, **env},
+                         capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+    daemons = []
+    try:
+        wsgi_path = work / "wsgi.sock"
+        wsgi = wh.Daemon(
+            [wh.daemon_binary("wsgi"), "--ini", project / "server_dev.ini"],
+            sockets=[("uwsgi", wh.bind_unix(wsgi_path))], workdir=work, env=env,
+            name="wharf-wsgi")
+        daemons.append(wsgi.start())
+        wsgi.wait_ready(30)
+
+        handoff = work / "static.handoff"
+        (work / "static.ini").write_text(
+            f"[static]\nroot = {state / 'static'}\nprefix = /static/\n")
+        static = wh.Daemon(
+            [wh.daemon_binary("static"), "-c", work / "static.ini"],
+            sockets=[("handoff", wh.bind_unix(handoff, socket.SOCK_SEQPACKET))], workdir=work,
+            name="wharf-static")
+        daemons.append(static.start())
+        static.wait_ready()
+
+        (work / "proxy.ini").write_text(
+            "[server]\nserver_name = localhost\nclient_max_body_size = 75M\n"
+            f"access_log = file:{work / 'access.log'}\n\n"
+            f"[upstream django]\nserver = unix:{wsgi_path}\nkeepalive = 4\n\n"
+            f"[location /static/]\nstatic = {handoff}\n\n"
+            "[location /]\nuwsgi_pass = django\n")
+        http = wh.bind_tcp()
+        port = http.getsockname()[1]
+        proxy = wh.Daemon([wh.daemon_binary("proxy"), "-c", work / "proxy.ini"],
+                          sockets=[("http", http)], workdir=work, name="wharf-proxy")
+        daemons.append(proxy.start())
+        proxy.wait_ready()
+        yield f"http://127.0.0.1:{port}", work
+        for d in reversed(daemons):
+            rc = d.stop(15)
+            d.check_clean_exit(rc)
+    finally:
+        for d in daemons:
+            d.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.fixture
+def browser():
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=1280,900", "--no-proxy-server"):
+        options.add_argument(arg)
+    service = Service(executable_path=shutil.which("chromedriver"))
+    driver = webdriver.Chrome(options=options, service=service)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def test_admin_login_with_static_styles(stack, browser):
+    base, work = stack
+    browser.get(base + "/admin/")
+    # Not logged in: Django redirects to the login form.
+    WebDriverWait(browser, 20).until(ec.presence_of_element_located((By.ID, "id_username")))
+    assert "/admin/login/" in browser.current_url
+
+    # The admin's base.css is linked from /static/ and served by wharf-static.
+    sheets = browser.execute_script(
+        "return Array.from(document.styleSheets).map(s => s.href).filter(h => h)")
+    assert any(h.endswith("/static/admin/css/base.css") for h in sheets), sheets
+
+    browser.find_element(By.ID, "id_username").send_keys("demo")
+    browser.find_element(By.ID, "id_password").send_keys(PASSWORD)
+    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    WebDriverWait(browser, 20).until(ec.presence_of_element_located((By.ID, "user-tools")))
+    assert browser.current_url.rstrip("/").endswith("/admin")
+    assert "demo" in browser.find_element(By.ID, "user-tools").text.lower()
+
+    # Styles applied: the header has the admin's colour, not the browser default.
+    header_bg = browser.execute_script(
+        "return getComputedStyle(document.getElementById('header')).backgroundColor")
+    assert header_bg not in ("", "rgba(0, 0, 0, 0)", "transparent"), header_bg
+    rules = browser.execute_script(
+        "return Array.from(document.styleSheets)"
+        ".filter(s => s.href && s.href.includes('/static/admin/css/'))"
+        ".reduce((n, s) => n + s.cssRules.length, 0)")
+    assert rules > 50, f"the admin style sheets have only {rules} rules"
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "demo-admin.png"
+    assert browser.save_screenshot(str(shot))
+    assert shot.stat().st_size > 10_000
+
+    # The static files came through wharf-proxy, handed to wharf-static; the
+    # pages from Django through the uwsgi upstream.
+    log = (work / "access.log").read_text()
+    assert '"POST /admin/login/?next=/admin/ HTTP/1.1" 302' in log
+    assert 'upstream="unix:' in log
