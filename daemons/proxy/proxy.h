@@ -111,6 +111,9 @@ struct proxy_config {
  */
 int proxy_config_load(const char *path, const char *const *keys, const char *const *values,
                       size_t n, struct config_diag *diag, struct proxy_config **ret);
+/* The same from text in memory (tests, fuzzing); name stands for the file in messages. */
+int proxy_config_from_text(const char *name, const char *text, size_t len, struct config_diag *diag,
+                           struct proxy_config **ret);
 struct proxy_config *proxy_config_free(struct proxy_config *c);
 
 /* Which virtual server answers for this Host (port ignored). Never NULL. */

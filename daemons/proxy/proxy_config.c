@@ -174,7 +174,8 @@ static void *grow(void *v, size_t *n, size_t size)
 static void diag_at(struct config_diag *d, const struct config_file *f,
                     const struct config_entry *e, const char *fmt, const char *arg)
 {
-        config_diag_add(d, true, f->path, e ? e->line : 0, e ? e->key : NULL, fmt, arg);
+        /* About the section as a whole: the line of its first key (inih reports no headers). */
+        config_diag_add(d, true, f->path, e ? e->line : 0, NULL, fmt, arg);
 }
 
 /* ---- upstream servers ---- */
@@ -613,8 +614,26 @@ static int build_servers(struct builder *b)
                 struct vserver *vs = &c->servers[i];
                 struct server_settings *s = &b->server_settings[i];
 
-                vs->names = s->server_name;
-                s->server_name = (struct config_strv){0};
+                /* server_name = a b c: names are separated by spaces, as in nginx. */
+                for (size_t j = 0; j < s->server_name.n; j++) {
+                        _cleanup_free_ char *copy = strdup(s->server_name.v[j]);
+                        char *save = NULL;
+                        if (!copy)
+                                return -ENOMEM;
+                        for (char *t = strtok_r(copy, " \t", &save); t;
+                             t = strtok_r(NULL, " \t", &save)) {
+                                char *name = strdup(t);
+                                const char **v =
+                                    name ? realloc(vs->names.v, (vs->names.n + 1) * sizeof(*v))
+                                         : NULL;
+                                if (!v) {
+                                        free(name);
+                                        return -ENOMEM;
+                                }
+                                v[vs->names.n++] = name;
+                                vs->names.v = v;
+                        }
+                }
                 vs->client_max_body_size = s->client_max_body_size;
                 vs->client_header_timeout = s->client_header_timeout;
                 vs->client_body_timeout = s->client_body_timeout;
@@ -752,24 +771,20 @@ static int apply_overrides(struct builder *b, const char *const *keys, const cha
         return 0;
 }
 
-int proxy_config_load(const char *path, const char *const *keys, const char *const *values,
-                      size_t n, struct config_diag *diag, struct proxy_config **ret)
+/* Builds a config from a loaded file (owned from here on, may be NULL) and overrides. */
+static int build(struct config_file *file, const char *const *keys, const char *const *values,
+                 size_t n, struct config_diag *diag, struct proxy_config **ret)
 {
         struct proxy_config *c = calloc(1, sizeof(*c));
-        struct builder b = {.diag = diag, .c = c};
+        struct builder b = {.diag = diag, .c = c, .f = file};
         int r;
 
-        if (!c)
+        if (!c) {
+                config_file_free(file);
                 return -ENOMEM;
-        server_defaults(&b.global);
-        if (path) {
-                r = config_load(path, &c->file, diag);
-                if (r < 0) {
-                        free(c);
-                        return r;
-                }
-                b.f = c->file;
         }
+        c->file = file;
+        server_defaults(&b.global);
         r = collect(&b);
         if (r >= 0)
                 r = apply_overrides(&b, keys, values, n);
@@ -786,7 +801,7 @@ int proxy_config_load(const char *path, const char *const *keys, const char *con
                 for (size_t i = 0; i < c->n_servers; i++)
                         routes += c->servers[i].n_locations;
                 if (routes == 0)
-                        config_diag_add(diag, false, path ? path : "wharf-proxy", 0, NULL,
+                        config_diag_add(diag, false, file ? file->path : "wharf-proxy", 0, NULL,
                                         "no [location] sections: every request gets 404");
         }
         builder_done(&b);
@@ -796,6 +811,31 @@ int proxy_config_load(const char *path, const char *const *keys, const char *con
         }
         *ret = c;
         return 0;
+}
+
+int proxy_config_load(const char *path, const char *const *keys, const char *const *values,
+                      size_t n, struct config_diag *diag, struct proxy_config **ret)
+{
+        struct config_file *file = NULL;
+        int r;
+
+        if (path) {
+                r = config_load(path, &file, diag);
+                if (r < 0)
+                        return r;
+        }
+        return build(file, keys, values, n, diag, ret);
+}
+
+int proxy_config_from_text(const char *name, const char *text, size_t len, struct config_diag *diag,
+                           struct proxy_config **ret)
+{
+        struct config_file *file = NULL;
+        int r = config_load_string(name, text, len, &file, diag);
+
+        if (r < 0)
+                return r;
+        return build(file, NULL, NULL, 0, diag, ret);
 }
 
 struct proxy_config *proxy_config_free(struct proxy_config *c)
@@ -811,6 +851,8 @@ struct proxy_config *proxy_config_free(struct proxy_config *c)
                         free(vs->locations[j].add_headers);
                 }
                 free(vs->locations);
+                for (size_t j = 0; j < vs->names.n; j++)
+                        free((char *) vs->names.v[j]);
                 config_strv_done(&vs->names);
                 free(vs->access_log);
         }

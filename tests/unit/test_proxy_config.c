@@ -1,0 +1,249 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Tests for daemons/proxy/proxy_config.c: sections and what belongs to
+ * which, routing (exact before prefix, longest prefix, virtual servers by
+ * Host), upstream server parameters, and every refusal with its file:line.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proxy.h"
+#include "tap.h"
+#include "util.h"
+
+static struct config_diag diag;
+
+static struct proxy_config *load(const char *text)
+{
+        struct proxy_config *c = NULL;
+
+        config_diag_done(&diag);
+        diag = (struct config_diag){0};
+        if (proxy_config_from_text("/etc/wharf/proxy.ini", text, strlen(text), &diag, &c) < 0)
+                return NULL;
+        return c;
+}
+
+/* Does some message contain every one of the given pieces? */
+static bool diag_has(const char *a, const char *b)
+{
+        for (size_t i = 0; i < diag.n_messages; i++)
+                if (strstr(diag.messages[i], a) && (!b || strstr(diag.messages[i], b)))
+                        return true;
+        return false;
+}
+
+static const char *route(const struct proxy_config *c, const char *host, const char *path)
+{
+        const struct vserver *vs = proxy_find_server(c, host, strlen(host));
+        const struct location *l = proxy_find_location(vs, path, strlen(path));
+
+        return l ? l->prefix : "(none)";
+}
+
+static void test_tutorial_site(void)
+{
+        struct proxy_config *c = load("[server]\n"
+                                      "server_name = localhost\n"
+                                      "client_max_body_size = 75M\n"
+                                      "keepalive_timeout = 65s\n"
+                                      "server_tokens = off\n"
+                                      "\n"
+                                      "[upstream django]\n"
+                                      "server = unix:/run/wharf/wsgi/server_dev.sock\n"
+                                      "\n"
+                                      "[location /static/]\n"
+                                      "static = /run/wharf/static.handoff\n"
+                                      "\n"
+                                      "[location /]\n"
+                                      "uwsgi_pass = django\n");
+
+        if (!ok(c, "the DESIGN.md example loads"))
+                return;
+        ok(c->n_servers == 1 && c->n_upstreams == 1, "one server, one upstream");
+        ok(c->servers[0].client_max_body_size == 75ull * 1024 * 1024, "75M");
+        ok(c->servers[0].keepalive_timeout == 65000, "65s");
+        ok(streq(c->server_header, "wharf"), "server_tokens off: Server is just wharf");
+        ok(streq(route(c, "localhost", "/static/x.css"), "/static/"), "/static/ wins for files");
+        ok(streq(route(c, "localhost", "/static"), "/"), "/static without slash is not /static/");
+        ok(streq(route(c, "localhost", "/admin/"), "/"), "the rest goes to /");
+        const struct location *l = proxy_find_location(&c->servers[0], "/", 1);
+        ok(l && l->kind == LOC_UWSGI && l->upstream == &c->upstreams[0], "uwsgi_pass django");
+        ok(l && l->client_max_body_size == 75ull * 1024 * 1024,
+           "a location inherits the server's body limit");
+        l = proxy_find_location(&c->servers[0], "/static/a", 9);
+        ok(l && l->kind == LOC_STATIC && streq(l->static_path, "/run/wharf/static.handoff"),
+           "static = handoff socket");
+        ok(c->upstreams[0].servers[0].sa.ss_family == AF_UNIX, "unix upstream");
+        proxy_config_free(c);
+}
+
+static void test_routing(void)
+{
+        struct proxy_config *c = load("[upstream a]\nserver = 127.0.0.1:9000\n"
+                                      "[server]\n"
+                                      "[location /]\nproxy_pass = a\n"
+                                      "[location /api/]\nproxy_pass = a\n"
+                                      "[location /api/v2/]\nreturn = 404\n"
+                                      "[location = /api/]\nreturn = 200 exact\n"
+                                      "[server]\nserver_name = example.com *.example.org\n"
+                                      "[location /]\nreturn = 301 https://example.com/\n"
+                                      "[location /x/]\nreturn = 410\n"
+                                      "client_max_body_size = 1k\n"
+                                      "add_header = X-Frame-Options: DENY\n"
+                                      "add_header = X-Two: 2\n");
+
+        if (!ok(c, "routing config loads"))
+                return;
+        ok(c->n_servers == 2, "two servers");
+        ok(c->servers[0].n_locations == 4 && c->servers[1].n_locations == 2,
+           "locations belong to the server above them");
+        ok(streq(route(c, "any", "/api/"), "/api/") &&
+               proxy_find_location(&c->servers[0], "/api/", 5)->exact,
+           "exact match beats the prefix of the same path");
+        ok(streq(route(c, "any", "/api/x"), "/api/"), "prefix /api/");
+        ok(streq(route(c, "any", "/api/v2/x"), "/api/v2/"), "longest prefix wins");
+        ok(streq(route(c, "any", "/apix"), "/"), "a prefix is not a word match");
+        ok(streq(route(c, "example.com", "/x/1"), "/x/"), "Host picks the second server");
+        ok(streq(route(c, "EXAMPLE.com:8080", "/x/1"), "/x/"), "case and port do not matter");
+        ok(streq(route(c, "www.example.org", "/"), "/"), "*.example.org matches a subdomain");
+        ok(proxy_find_server(c, "example.org", 11) == &c->servers[0],
+           "*.example.org does not match example.org itself");
+        ok(proxy_find_server(c, "[::1]:80", 8) == &c->servers[0], "unknown host: the default");
+        const struct location *l = proxy_find_location(&c->servers[1], "/", 1);
+        ok(l->kind == LOC_RETURN && l->return_status == 301 &&
+               streq(l->return_target, "https://example.com/"),
+           "return 301 URL");
+        l = proxy_find_location(&c->servers[1], "/x/", 3);
+        ok(l->client_max_body_size == 1024, "per-location client_max_body_size");
+        ok(l->add_headers && streq(l->add_headers, "X-Frame-Options: DENY\r\nX-Two: 2\r\n"),
+           "add_header lines in order");
+        proxy_config_free(c);
+}
+
+static void test_upstream_servers(void)
+{
+        struct proxy_config *c =
+            load("[upstream g]\n"
+                 "server = 127.0.0.1:9001 weight=3 max_fails=2 fail_timeout=30s\n"
+                 "server = [::1]:9002\n"
+                 "server = unix:/run/b.sock backup\n"
+                 "balance = least_conn\nkeepalive = 8\nconnect_timeout = 2s\n"
+                 "read_timeout = 500ms\n"
+                 "[location /]\nproxy_pass = g\n");
+
+        if (!ok(c, "upstream group loads"))
+                return;
+        const struct upstream *u = &c->upstreams[0];
+        ok(u->n_servers == 3, "three servers");
+        ok(u->servers[0].weight == 3 && u->servers[0].max_fails == 2 &&
+               u->servers[0].fail_timeout == 30000,
+           "weight, max_fails, fail_timeout");
+        ok(u->servers[1].sa.ss_family == AF_INET6 && u->servers[1].weight == 1 &&
+               u->servers[1].max_fails == 1 && u->servers[1].fail_timeout == 10000,
+           "v6 server with nginx's defaults");
+        ok(u->servers[2].backup, "backup");
+        ok(u->total_weight == 4, "backup servers do not weigh");
+        ok(u->balance == BALANCE_LEAST_CONN && u->keepalive == 8, "balance, keepalive");
+        ok(u->connect_timeout == 2000 && u->read_timeout == 500, "timeouts");
+        proxy_config_free(c);
+}
+
+static void test_refusals(void)
+{
+        static const struct {
+                const char *text;
+                const char *want; /* a piece of the message */
+                const char *where;
+        } cases[] = {
+            {"[server]\nlisten_on = :80\n", "unknown key", "proxy.ini:2"},
+            {"[sever]\nlisten = :80\n", "unknown section", "proxy.ini:2"},
+            {"[location /]\n", NULL, NULL}, /* an empty section is no section: fine */
+            {"[location /]\nadd_header = X: y\n", "needs one of", "proxy.ini:2"},
+            {"[upstream a]\nserver = unix:/a\n[location /]\nuwsgi_pass = a\nreturn = 200\n",
+             "more than one", "proxy.ini:4"},
+            {"[location /]\nuwsgi_pass = nowhere\n", "no [upstream nowhere]", "proxy.ini:2"},
+            {"[upstream a]\nbalance = random\n[location /]\nproxy_pass = a\n", "no server",
+             "proxy.ini:2"},
+            {"[upstream a]\nserver = unix:/a\nbalance = random\n[location /]\nproxy_pass = a\n",
+             "round_robin or least_conn", "proxy.ini:2"},
+            {"[upstream a]\nserver = nohost\n[location /]\nproxy_pass = a\n", "not an address",
+             NULL},
+            {"[upstream a]\nserver = unix:/a weight=0\n[location /]\nproxy_pass = a\n",
+             "weight must be", NULL},
+            {"[upstream a]\nserver = unix:/a slow_start=1\n[location /]\nproxy_pass = a\n",
+             "unknown server parameter", NULL},
+            {"[upstream a]\nserver = unix:/a backup\n[location /]\nproxy_pass = a\n", "only backup",
+             NULL},
+            {"[upstream a]\nserver = unix:/a\n[upstream a]\nserver = unix:/b\n"
+             "[location /]\nproxy_pass = a\n",
+             "defined twice", "proxy.ini:4"},
+            {"[upstream]\nserver = unix:/a\n", "needs a name", "proxy.ini:2"},
+            {"[server]\n[location /]\nreturn = 200\n[server]\nworkers = 2\n", "whole daemon",
+             "proxy.ini:5"},
+            {"[location /]\nreturn = 200\n[location /]\nreturn = 404\n", "defined twice",
+             "proxy.ini:4"},
+            {"[location /]\nreturn = 301\n", "STATUS", "proxy.ini:2"},
+            {"[location /]\nreturn = 99 x\n", "STATUS", NULL},
+            {"[location /]\nreturn = 200\nadd_header = Bad Name: x\n", "Name: value", NULL},
+            {"[location /]\nreturn = 200\nadd_header = NoColon\n", "Name: value", NULL},
+            {"[location x]\nreturn = 200\n", "starting with '/'", "proxy.ini:2"},
+            {"[location /s/]\nstatic = run/static.handoff\n", "absolute path", "proxy.ini:2"},
+            {"[server]\nclient_max_body_size = lots\n", "not a size", "proxy.ini:2"},
+            {"[server]\nkeepalive_timeout = soon\n", "not a duration", "proxy.ini:2"},
+            {"[server]\naccess_log = syslog\n", "not off, journal", NULL},
+            {"[server]\nlog_level = loud\n", "not debug", NULL},
+            {"[server]\nmax_header_size = 100\n", "between 1k and 1M", NULL},
+            {"key = value\n", "outside of any section", "proxy.ini:1"},
+        };
+
+        for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+                struct proxy_config *c = load(cases[i].text);
+                if (!cases[i].want) {
+                        ok(c != NULL, "case %zu loads", i);
+                        proxy_config_free(c);
+                        continue;
+                }
+                ok(c == NULL, "case %zu refused", i);
+                ok(diag_has(cases[i].want, cases[i].where), "case %zu says '%s' at %s", i,
+                   cases[i].want, cases[i].where ? cases[i].where : "-");
+                if (!diag_has(cases[i].want, cases[i].where))
+                        for (size_t j = 0; j < diag.n_messages; j++)
+                                printf("#   %s\n", diag.messages[j]);
+                proxy_config_free(c);
+        }
+}
+
+static void test_all_problems_reported(void)
+{
+        struct proxy_config *c = load("[server]\nbogus = 1\n"
+                                      "[location /]\nuwsgi_pass = none\n"
+                                      "[location /b/]\nreturn = 1\n");
+
+        ok(c == NULL, "three problems: refused");
+        ok(diag.errors == 3, "all three reported (%u)", diag.errors);
+        proxy_config_free(c);
+}
+
+static void test_no_locations_warns(void)
+{
+        struct proxy_config *c = load("[server]\nserver_name = a\n");
+
+        ok(c != NULL, "a config without locations loads");
+        ok(diag.warnings == 1 && diag_has("404", NULL), "and warns that everything is 404");
+        proxy_config_free(c);
+}
+
+int main(void)
+{
+        subtest("the tutorial's site", test_tutorial_site);
+        subtest("routing", test_routing);
+        subtest("upstream servers", test_upstream_servers);
+        subtest("refusals", test_refusals);
+        subtest("every problem at once", test_all_problems_reported);
+        subtest("no locations", test_no_locations_warns);
+        config_diag_done(&diag);
+        return done_testing();
+}
