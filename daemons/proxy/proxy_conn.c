@@ -451,7 +451,7 @@ static void log_access(struct conn *c)
 {
         struct access_log *a;
 
-        if (!c->vs || !(a = worker_alog(c->w, c->vs)))
+        if (!c->vs || !c->cfg || !(a = worker_alog(c->w, c->cfg, c->vs)))
                 return;
         struct access_record r = {
             .peer = c->peer_len ? (const struct sockaddr *) &c->peer : NULL,

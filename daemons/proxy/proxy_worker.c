@@ -58,14 +58,16 @@ void obuf_put(struct worker *w, struct obuf *b)
         w->n_free_obufs++;
 }
 
-struct access_log *worker_alog(struct worker *w, const struct vserver *vs)
+struct access_log *worker_alog(struct worker *w, const struct proxy_config *cfg,
+                               const struct vserver *vs)
 {
-        size_t i = (size_t) (vs - w->cfg->servers);
+        /*
+         * A request that began before a reload goes to the log of the server
+         * in the same place now: the logs follow the current configuration.
+         */
+        size_t i = (size_t) (vs - cfg->servers);
 
-        /* A request that began under the previous configuration is not logged twice. */
-        if (i >= w->n_alogs || &w->cfg->servers[i] != vs)
-                return NULL;
-        return &w->alogs[i];
+        return i < w->n_alogs ? &w->alogs[i] : NULL;
 }
 
 static void alogs_close(struct worker *w)

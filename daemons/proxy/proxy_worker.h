@@ -228,7 +228,8 @@ struct chan *chan_get(struct worker *w, const char *path);
 void chan_drop(struct chan *ch);
 struct obuf *obuf_get(struct worker *w);
 void obuf_put(struct worker *w, struct obuf *b);
-struct access_log *worker_alog(struct worker *w, const struct vserver *vs);
+struct access_log *worker_alog(struct worker *w, const struct proxy_config *cfg,
+                               const struct vserver *vs);
 
 /* proxy_conn.c */
 struct conn *conn_new(struct worker *w, int fd, unsigned local_port);
