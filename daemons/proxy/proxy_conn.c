@@ -628,8 +628,15 @@ static void on_handoff(struct ring_op *op, int res, unsigned flags)
                 return;
         }
         if (res < 0) {
-                log_warning("handoff to %s failed: %s", c->chan->path, strerror(-res));
-                chan_drop(c->chan);
+                /*
+                 * The channel may have been dropped meanwhile by another
+                 * connection's failure: look it up again rather than trust
+                 * the pointer.
+                 */
+                struct chan *ch = chan_find(c->w, c->loc->static_path);
+                log_warning("handoff to %s failed: %s", c->loc->static_path, strerror(-res));
+                if (ch)
+                        chan_drop(ch);
                 c->chan = NULL;
                 c->phase = PH_HEAD;
                 c->close_after = true;

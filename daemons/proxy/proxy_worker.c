@@ -174,15 +174,22 @@ static void chan_arm(struct chan *ch)
  * The channel to the wharf-static at path, connected on first use. The
  * connect on a unix socket does not block: it succeeds or fails at once.
  */
+struct chan *chan_find(struct worker *w, const char *path)
+{
+        for (struct chan *ch = w->chans; ch; ch = ch->next)
+                if (streq(ch->path, path))
+                        return ch;
+        return NULL;
+}
+
 struct chan *chan_get(struct worker *w, const char *path)
 {
         struct sockaddr_un sa = {.sun_family = AF_UNIX};
-        struct chan *ch;
+        struct chan *ch = chan_find(w, path);
         int fd;
 
-        for (ch = w->chans; ch; ch = ch->next)
-                if (streq(ch->path, path))
-                        return ch;
+        if (ch)
+                return ch;
         fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         if (fd < 0)
                 return NULL;

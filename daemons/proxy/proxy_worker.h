@@ -224,6 +224,7 @@ struct worker {
 };
 
 /* proxy_worker.c */
+struct chan *chan_find(struct worker *w, const char *path);
 struct chan *chan_get(struct worker *w, const char *path);
 void chan_drop(struct chan *ch);
 struct obuf *obuf_get(struct worker *w);
