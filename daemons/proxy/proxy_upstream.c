@@ -53,6 +53,12 @@ static void upconn_maybe_free(struct upconn *u)
         u->fd = -1;
         free(u->rx);
         u->rx = NULL;
+        if (u->all_prev)
+                u->all_prev->all_next = u->all_next;
+        else
+                w->up_all = u->all_next;
+        if (u->all_next)
+                u->all_next->all_prev = u->all_prev;
         u->next = w->up_free;
         w->up_free = u;
         w->n_up--;
@@ -69,6 +75,8 @@ static void upconn_cancel(struct upconn *u, struct ring_op *op)
 /* Closes an upstream connection; it is freed once nothing of it is in flight. */
 static void upconn_close(struct upconn *u)
 {
+        if (u->idle)
+                upconn_cancel(u, &u->op_poll);
         u->c = NULL;
         u->idle = false;
         if (u->fd >= 0)
@@ -105,6 +113,10 @@ static struct upconn *upconn_new(struct worker *w)
         u->op_send.handler = on_up_send;
         u->op_recv.handler = on_up_recv;
         u->op_poll.handler = on_up_poll;
+        u->all_next = w->up_all;
+        if (w->up_all)
+                w->up_all->all_prev = u;
+        w->up_all = u;
         w->n_up++;
         return u;
 }
@@ -186,6 +198,14 @@ void upconn_pool_drop_all(struct worker *w)
 
 void upconn_free_all(struct worker *w)
 {
+        /* At the end of the loop: what is still in flight no longer matters. */
+        while (w->up_all) {
+                struct upconn *u = w->up_all;
+                w->up_all = u->all_next;
+                safe_close(u->fd);
+                free(u->rx);
+                free(u);
+        }
         while (w->up_free) {
                 struct upconn *u = w->up_free;
                 w->up_free = u->next;

@@ -444,7 +444,7 @@ static void *worker_main(void *arg)
                 if (atomic_load_explicit(&srv->stopping, memory_order_relaxed) && !w->stopping)
                         worker_begin_stop(w);
                 if (w->stopping) {
-                        if (w->n_conns == 0)
+                        if (w->n_conns == 0 && w->n_up == 0)
                                 break;
                         if (w->now >= w->stop_deadline) {
                                 log_warning("worker %u: %u connections still open after %d s",

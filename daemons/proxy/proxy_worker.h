@@ -76,8 +76,9 @@ struct upconn {
         bool idle;   /* in the worker's keep-alive pool */
         bool reused; /* came from the pool: may have been closed meanwhile */
         struct ring_op op_connect, op_send, op_recv, op_poll;
-        uint64_t deadline;   /* connect or read timeout; 0 none */
-        struct upconn *next; /* pool and free list */
+        uint64_t deadline;                  /* connect or read timeout; 0 none */
+        struct upconn *next;                /* pool and free list */
+        struct upconn *all_prev, *all_next; /* every live one, for the teardown */
         struct msghdr msg;
         struct iovec iov[3];
         char *rx;
@@ -203,6 +204,7 @@ struct worker {
         unsigned n_conns;
         struct chan *chans;
         struct upconn *up_idle, *up_free;
+        struct upconn *up_all; /* every live upstream connection */
         unsigned n_up;
 
         struct listen_op accepts[LISTEN_MAX];

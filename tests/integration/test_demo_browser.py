@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 import wharf_harness as wh
+from wsgi_fixtures import daemon_env
 
 REPO = Path(__file__).resolve().parents[2]
 PROJECT = REPO / "examples" / "server_dev"
@@ -65,7 +66,8 @@ def stack():
         wsgi_path = work / "wsgi.sock"
         wsgi = wh.Daemon(
             [wh.daemon_binary("wsgi"), "--ini", project / "server_dev.ini"],
-            sockets=[("uwsgi", wh.bind_unix(wsgi_path))], workdir=work, env=env,
+            sockets=[("uwsgi", wh.bind_unix(wsgi_path))], workdir=work,
+            env={**daemon_env(work, warnings_are_errors=False), **env},
             name="wharf-wsgi")
         daemons.append(wsgi.start())
         wsgi.wait_ready(30)
@@ -93,12 +95,26 @@ def stack():
         daemons.append(proxy.start())
         proxy.wait_ready()
         yield f"http://127.0.0.1:{port}", work
+        # Every daemon is stopped before any problem is reported.
+        problems = []
         for d in reversed(daemons):
             rc = d.stop(15)
-            d.check_clean_exit(rc)
+            try:
+                d.check_clean_exit(rc)
+            except AssertionError as e:
+                problems.append(str(e))
+        assert not problems, "\n".join(problems)
     finally:
         for d in daemons:
+            if d.proc is not None and d.proc.poll() is None:  # a failed start left it
+                d.proc.kill()
+                d.proc.wait()
             d.close()
+        # The daemons' logs are kept beside the screenshot.
+        logs = ARTIFACTS / "demo-logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        for f in list(work.glob("*.stderr")) + list(work.glob("access.log")):
+            shutil.copy(f, logs / f.name)
         shutil.rmtree(work, ignore_errors=True)
 
 
