@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """Side-by-side HTTP benchmarks: wharf-static against nginx, h2o and lighttpd
 (the static scenario), wharf-wsgi against Debian's uWSGI, both behind the same
-nginx (the wsgi scenario).
+nginx (the wsgi scenario), and the whole front, wharf-proxy with wharf-wsgi
+and wharf-static against nginx with uWSGI (the proxy scenario).
 
 Every server serves the same directory from its own loopback port, pinned to
 one CPU with taskset; wrk runs pinned to another CPU. Rounds are interleaved
@@ -1021,6 +1022,346 @@ def main_wsgi(args):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+# ---------------------------------------------------------------------------
+# The proxy scenario: the whole front, wharf-proxy + wharf-wsgi / wharf-static
+# against nginx + uWSGI / nginx, each stack's CPU summed over all its processes
+
+PROXY_BASELINE = "nginx+uwsgi"
+UPLOAD_SIZE = 20 << 20
+UPLOAD_APP = '''\
+def application(environ, start_response):
+    n = int(environ.get("CONTENT_LENGTH") or 0)
+    inp = environ["wsgi.input"]
+    got = 0
+    while got < n:
+        b = inp.read(min(1 << 20, n - got))
+        if not b:
+            break
+        got += len(b)
+    body = b"ok %d\\n" % got
+    start_response("200 OK", [("Content-Type", "text/plain"),
+                              ("Content-Length", str(len(body)))])
+    return [body]
+'''
+UPLOAD_LUA = f"""
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/octet-stream"
+wrk.body = string.rep("x", {UPLOAD_SIZE})
+"""
+
+PROXY_CASES = (
+    Case("hello", "hello-world WSGI application", "/", len(HELLO_BODY)),
+    Case("static-1k", "1 KiB static file, keep-alive", "/static/1k.bin", 1024),
+    Case("static-1m", "1 MiB static file, keep-alive", "/static/1m.bin", 1 << 20,
+         throughput=True),
+    Case("upload-20m", "20 MiB upload (POST, the application reads it all)", "/upload",
+         len(b"ok 0\n")),
+    Case("django-json", f"Django JSON view /api/posts/ ({DJANGO_POSTS} posts)",
+         "/api/posts/", 0),
+)
+
+
+class WharfProxy(Server):
+    """wharf-proxy with one event loop, its config given as text ($port filled in)."""
+
+    config_name = ""
+
+    def __init__(self, tmp, cpu, name, binary, config):
+        self.name = name
+        self.config_name = f"{name}.ini"
+        super().__init__(tmp, None, cpu)
+        self.path = binary
+        self.TEMPLATE = config
+
+    def executable(self):
+        return str(self.path) if os.access(self.path, os.X_OK) else None
+
+    def missing_reason(self):
+        if self.executable() is None:
+            return f"{self.path} not found (build it: ./dev build)"
+        return None
+
+    def version(self):
+        return first_line([self.executable(), "--version"])
+
+    def command(self, config):
+        return [self.executable(), "-c", str(config)]
+
+
+class WharfStaticHandoff(WharfStatic):
+    """wharf-static on a handoff socket only, for wharf-proxy to hand connections to."""
+
+    TEMPLATE = """\
+[static]
+root = $root
+prefix = /static/
+handoff = $state/static.handoff
+workers = 1
+access_log = off
+error_log = stderr
+log_level = warning
+gzip_static = off
+keepalive_requests = 1000000
+"""
+
+    def __init__(self, tmp, root, cpu, binary):
+        super().__init__(tmp, root, cpu, binary)
+        self.name = "wharf-static-handoff"
+        self.state = tmp / self.name
+        self.log_path = tmp / f"{self.name}.log"
+        self.config_name = "wharf-static-handoff.ini"
+
+    @property
+    def handoff_path(self):
+        return self.state / "static.handoff"
+
+    def probe(self):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s:
+            s.settimeout(1)
+            s.connect(str(self.handoff_path))
+
+
+class UploadNginxFront(NginxFront):
+    """The wsgi scenario's nginx front, with room for the upload's body."""
+
+    def params(self):
+        p = super().params()
+        p["temp_paths"] += "\n    client_max_body_size 100m;"
+        return p
+
+
+class ProxyStack:
+    """One stack of the proxy scenario: the processes it is made of, the port
+    wrk talks to, and which of them is the application server."""
+
+    def __init__(self, name, case, port, servers, app=None):
+        self.name = name
+        self.case = case
+        self.port = port
+        self.servers = servers
+        self.app = app
+
+    def alive(self):
+        return all(s.alive() for s in self.servers)
+
+    def pids(self):
+        return [p for s in self.servers for p in s.pids()]
+
+    def app_pids(self):
+        return self.app.pids() if self.app else []
+
+    def worker_rss_kib(self):
+        """Here: the RSS of the whole stack (every process), in KiB."""
+        total = 0
+        for pid in self.pids():
+            try:
+                with open(f"/proc/{pid}/status") as f:
+                    for line in f:
+                        if line.startswith("VmRSS:"):
+                            total += int(line.split()[1])
+            except OSError:
+                continue
+        return total
+
+    def log_tail(self):
+        return "\n".join(s.log_tail() for s in self.servers)
+
+
+def proxy_config(upstream_lines, locations, body_limit="100M"):
+    return ("[server]\nlisten = 127.0.0.1:$port\nworkers = 1\naccess_log = off\n"
+            f"log_level = warning\nclient_max_body_size = {body_limit}\n"
+            "keepalive_requests = 1000000\n\n" + upstream_lines + "\n" + locations)
+
+
+def summarize_proxy(runs, stacks, cases, args):
+    medians, tables = {}, []
+    attrs = ("req_per_s", "p99_ms", "cpu_us_per_req", "rss_kib_per_worker", "mib_per_s")
+    for case in cases:
+        names = [s.name for s in stacks if s.case == case.name]
+        per = {}
+        for name in names:
+            valid = [r for r in runs if r.case == case.name and r.server == name and r.valid]
+            per[name] = {"valid_rounds": len(valid), **{a: median(valid, a) for a in attrs}}
+        medians[case.name] = per
+        base_name = next((n for n in names if n.startswith("nginx")), None)
+        base = per.get(base_name, {})
+        head = ["stack", "req/s", f"vs {base_name}", "p99 ms", "CPU µs/req (all processes)",
+                "CPU vs nginx", "RSS MiB (all processes)"]
+        if case.throughput:
+            head.insert(2, "MiB/s")
+        conns = 4 if case.name == "upload-20m" else args.connections
+        lines = [f"### {case.title}", "",
+                 f"{conns} connections, median of {plural(args.rounds, 'round')} of "
+                 f"{args.duration} s; every process on CPU {args.server_cpu}, wrk on CPU "
+                 f"{args.client_cpu}.", "",
+                 "| " + " | ".join(head) + " |", "|---" + "|--:" * (len(head) - 1) + "|"]
+        for name in names:
+            m = per[name]
+            if not m["valid_rounds"]:
+                cells = [name, "failed"] + [""] * (len(head) - 2)
+            else:
+                cells = [name, fmt(m["req_per_s"], ",.0f"),
+                         ratio(m["req_per_s"], base.get("req_per_s")),
+                         fmt(m["p99_ms"], ".2f"), fmt(m["cpu_us_per_req"], ".1f"),
+                         ratio(m["cpu_us_per_req"], base.get("cpu_us_per_req")),
+                         fmt(m["rss_kib_per_worker"] / 1024, ".1f")]
+                if case.throughput:
+                    cells.insert(2, fmt(m["mib_per_s"], ",.0f"))
+            lines.append("| " + " | ".join(cells) + " |")
+        tables.append("\n".join(lines))
+    return medians, tables
+
+
+def main_proxy(args):
+    tmp = Path(tempfile.mkdtemp(prefix="wharf-bench-"))
+    started = []
+    try:
+        tmp.chmod(0o755)
+        report = tmp / "report.lua"
+        report.write_text(WRK_REPORT_LUA)
+        upload_lua = tmp / "upload.lua"
+        upload_lua.write_text(UPLOAD_LUA + WRK_REPORT_LUA)
+        apps_dir = tmp / "apps"
+        apps_dir.mkdir(mode=0o755)
+        (apps_dir / "upload.py").write_text(UPLOAD_APP)
+        root = tmp / "root"
+        (root / "static").mkdir(parents=True, mode=0o755)
+        root.chmod(0o755)
+        contents = {}
+        for name, size in (("1k.bin", 1024), ("1m.bin", 1 << 20)):
+            data = os.urandom(size)
+            (root / "static" / name).write_bytes(data)
+            (root / "static" / name).chmod(0o644)
+            contents[name] = data
+        skipped = {}
+
+        def start(server):
+            reason = server.missing_reason() or server.start()
+            started.append(server)
+            if reason:
+                skipped[server.name] = reason.splitlines()[0]
+                note(f"{server.name}: SKIPPED: {reason}")
+                return False
+            return True
+
+        apps = [WsgiApp("hello", f"pythonpath = {REPO / 'tests/integration/apps'}\n"
+                                 "module = hello:application"),
+                WsgiApp("upload-20m", f"pythonpath = {apps_dir}\nmodule = upload:application")]
+        project, env, reason = prepare_django(tmp)
+        if reason:
+            skipped["django-json"] = reason
+        else:
+            apps.append(WsgiApp("django-json",
+                                f"chdir = {project}\nmodule = server_dev.wsgi:application",
+                                tuple(env.items())))
+        stacks = []
+        uwsgi_backends = []
+        for app in apps:
+            mine = WharfWsgi(tmp, args.server_cpu, app, args.wharf_wsgi)
+            theirs = Uwsgi(tmp, args.server_cpu, app)
+            if start(theirs):
+                uwsgi_backends.append(theirs)
+            if not start(mine):
+                continue
+            variants = [("", 0)]
+            if app.name == "hello":
+                variants = [("", 0), ("+keepalive", 4)]
+            for suffix, keepalive in variants:
+                proxy = WharfProxy(
+                    tmp, args.server_cpu, f"wharf-proxy-{app.name}{suffix}", args.wharf_proxy,
+                    proxy_config(f"[upstream app]\nserver = unix:{mine.socket_path}\n"
+                                 f"keepalive = {keepalive}\n", "[location /]\nuwsgi_pass = app\n"))
+                if start(proxy):
+                    stacks.append(ProxyStack(f"wharf{suffix}", app.name, proxy.port,
+                                             [proxy, mine], mine))
+        if uwsgi_backends:
+            front = UploadNginxFront(tmp, args.server_cpu, uwsgi_backends)
+            if start(front):
+                for b in uwsgi_backends:
+                    stacks.append(ProxyStack("nginx+uwsgi", b.app.name, front.ports[b.name],
+                                             [front, b], b))
+
+        static = WharfStaticHandoff(tmp, root / "static", args.server_cpu, args.wharf_static)
+        if start(static):
+            proxy = WharfProxy(tmp, args.server_cpu, "wharf-proxy-static", args.wharf_proxy,
+                               proxy_config("", f"[location /static/]\n"
+                                                f"static = {static.handoff_path}\n"))
+            if start(proxy):
+                for case in ("static-1k", "static-1m"):
+                    stacks.append(ProxyStack("wharf", case, proxy.port, [proxy, static]))
+        nginx = Nginx(tmp, root, args.server_cpu, sendfile=True)
+        if start(nginx):
+            for case in ("static-1k", "static-1m"):
+                stacks.append(ProxyStack("nginx", case, nginx.port, [nginx]))
+        if not stacks:
+            sys.exit("bench: no stack could be started")
+
+        cases, expect = [], {}
+        for case in PROXY_CASES:
+            mine = [s for s in stacks if s.case == case.name]
+            if not mine:
+                continue
+            if case.name == "hello":
+                expect[case.name] = HELLO_BODY
+            elif case.name.startswith("static-"):
+                expect[case.name] = contents[case.path.rsplit("/", 1)[1]]
+            elif case.name == "upload-20m":
+                expect[case.name] = b"ok 0\n"
+            else:
+                expect[case.name] = fetch(f"http://127.0.0.1:{mine[0].port}{case.path}")
+                case = dataclass_replace(case, size=len(expect[case.name]))
+            cases.append(case)
+
+        runs = []
+        for rnd in range(1, args.rounds + 1):
+            for case in cases:
+                for stack in (s for s in stacks if s.case == case.name):
+                    note(f"round {rnd}/{args.rounds}, {case.name}, {stack.name}")
+                    a = args
+                    lua = report
+                    if case.name == "upload-20m":
+                        a = argparse.Namespace(**{**vars(args), "connections": 4})
+                        lua = upload_lua
+                    run = run_wrk(a, stack, case, rnd, lua, expect[case.name])
+                    if not run.valid:
+                        note(f"  INVALID RUN: {run.problem}")
+                    runs.append(run)
+
+        medians, tables = summarize_proxy(runs, stacks, cases, args)
+        print()
+        print("\n\n".join(tables))
+        if skipped:
+            print()
+            for name, why in skipped.items():
+                print(f"- {name}: not run: {why}")
+        invalid = [r for r in runs if not r.valid]
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        out_dir = REPO / "out" / "bench"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        out_file = out_dir / f"proxy-{stamp}.json"
+        out_file.write_text(json.dumps({
+            "scenario": "proxy",
+            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "machine": machine_info(),
+            "settings": {"rounds": args.rounds, "duration_s": args.duration,
+                         "connections": args.connections, "server_cpu": args.server_cpu,
+                         "client_cpu": args.client_cpu},
+            "skipped": skipped,
+            "cases": [asdict(c) for c in cases],
+            "medians": medians,
+            "runs": [asdict(r) for r in runs],
+        }, indent=2) + "\n")
+        print(f"\nresults: {out_file.relative_to(REPO)}")
+        if invalid:
+            print(f"{len(invalid)} of {len(runs)} runs were invalid (see above)")
+            return 1
+        return 0
+    finally:
+        for server in started:
+            server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def machine_info():
     cpu = None
     try:
@@ -1038,7 +1379,8 @@ def parse_args():
     parser = argparse.ArgumentParser(
         description="Benchmark wharf-static against nginx, h2o and lighttpd (static), or "
                     "wharf-wsgi against uWSGI behind nginx (wsgi).")
-    parser.add_argument("scenario", choices=["static", "wsgi"], help="what to benchmark")
+    parser.add_argument("scenario", choices=["static", "wsgi", "proxy"],
+                        help="what to benchmark")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     parser.add_argument("--duration", type=int, default=5,
                         help="seconds per wrk run (default 5)")
@@ -1056,6 +1398,10 @@ def parse_args():
                         default=Path(os.environ.get("WHARF_BUILD", REPO / "build"))
                         / "daemons/wsgi/wharf-wsgi",
                         help="wharf-wsgi binary (default: $WHARF_BUILD or build/)")
+    parser.add_argument("--wharf-proxy", type=Path,
+                        default=Path(os.environ.get("WHARF_BUILD", REPO / "build"))
+                        / "daemons/proxy/wharf-proxy",
+                        help="wharf-proxy binary (default: $WHARF_BUILD or build/)")
     parser.add_argument("--skip", action="append", default=[], metavar="SERVER",
                         help="leave a server out (repeatable)")
     args = parser.parse_args()
@@ -1088,6 +1434,8 @@ def main():
     signal.signal(signal.SIGHUP, on_signal)
     if args.scenario == "wsgi":
         return main_wsgi(args)
+    if args.scenario == "proxy":
+        return main_proxy(args)
 
     tmp = Path(tempfile.mkdtemp(prefix="wharf-bench-"))
     candidates, servers = [], []
