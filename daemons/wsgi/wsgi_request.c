@@ -38,6 +38,12 @@
 #include "wsgi.h"
 
 #define KEEPALIVE_MS 5000
+/*
+ * Idle uwsgi connections a serving thread keeps for its front (wharf-proxy
+ * asks for them with WHARF_KEEPALIVE), and how long it keeps one unused.
+ */
+#define IDLE_MAX 64
+#define IDLE_MS 30000
 #define IOV_BATCH 64
 #define HEAD_MAX (16 * 1024)
 #define DRAIN_CHUNK 65536
@@ -61,12 +67,15 @@ struct worker {
         struct wsgi_slot_thread *status; /* this thread's part of slot, or NULL */
         unsigned index;
         pthread_t thread;
-        struct pollfd *pfds; /* listeners, the wake eventfd, then one for a connection */
+        struct pollfd *pfds; /* listeners, the wake eventfd, then connections */
         size_t n_listeners;
         size_t next_listener; /* round robin start for accept */
         char *buf;
         size_t cap;
         struct wsgi_req_objects objs;
+        int idle[IDLE_MAX];            /* kept-alive uwsgi connections, waiting */
+        uint64_t idle_until[IDLE_MAX]; /* monotonic ms */
+        size_t n_idle;
         PyThreadState *ts; /* saved while the GIL is released */
         sigset_t block;    /* the signals the handlers watch */
 };
@@ -1220,9 +1229,10 @@ static void serve_http(struct worker *w, struct wsgi_conn *c)
  * front sent WHARF_KEEPALIVE=1 (wharf-proxy does): then the response is
  * framed, says "Connection: keep-alive", and the next packet may follow on
  * the same connection. nginx and other fronts never send it and see plain
- * uwsgi.
+ * uwsgi. Returns true when the connection stays open for the next request
+ * (the serving loop keeps it among its idle connections).
  */
-static void serve_uwsgi(struct worker *w, struct wsgi_conn *c)
+static bool serve_uwsgi(struct worker *w, struct wsgi_conn *c)
 {
         struct uwsgi_request ur;
         char desc[WSGI_REQUEST_DESC];
@@ -1236,28 +1246,29 @@ static void serve_uwsgi(struct worker *w, struct wsgi_conn *c)
                         if (c->len == c->cap) {
                                 log_warning("uwsgi packet larger than buffer-size (%zu bytes)",
                                             c->cap);
-                                return;
+                                return false;
                         }
-                        if (!first && c->len == 0 && wait_next_request(w, c) < 0)
-                                return;
+                        /* Between requests: the serving loop watches the connection. */
+                        if (!first && c->len == 0)
+                                return true;
                         ssize_t n = wsgi_conn_recv(c, c->buf + c->len, c->cap - c->len);
                         if (n <= 0)
-                                return;
+                                return false;
                         c->len += (size_t) n;
                 }
                 if (head < 0) {
                         log_warning("malformed uwsgi packet: %s", strerror((int) -head));
-                        return;
+                        return false;
                 }
                 if (ur.modifier1 == UWSGI_MOD_PING) {
                         static const char pong[4] = {UWSGI_MOD_PING, 0, 0, 0};
                         (void) send(c->fd, pong, sizeof(pong), MSG_NOSIGNAL | MSG_DONTWAIT);
-                        return;
+                        return false;
                 }
                 if (ur.modifier1 != UWSGI_MOD_WSGI) {
                         log_warning("uwsgi modifier1 %u is not served (only 0, WSGI)",
                                     ur.modifier1);
-                        return;
+                        return false;
                 }
 
                 uint64_t body = 0;
@@ -1265,13 +1276,13 @@ static void serve_uwsgi(struct worker *w, struct wsgi_conn *c)
                 for (size_t i = 0; cl.ptr && i < cl.len; i++) {
                         if (cl.ptr[i] < '0' || cl.ptr[i] > '9' || body > UINT64_MAX / 10 - 10) {
                                 reply_error(c, 400, 1);
-                                return;
+                                return false;
                         }
                         body = body * 10 + (uint64_t) (cl.ptr[i] - '0');
                 }
                 if (w->srv->s->limit_post > 0 && body > w->srv->s->limit_post) {
                         reply_error(c, 413, 1);
-                        return;
+                        return false;
                 }
                 struct span method = uwsgi_get(&ur, "REQUEST_METHOD");
                 struct span uri = uwsgi_get(&ur, "REQUEST_URI");
@@ -1287,7 +1298,7 @@ static void serve_uwsgi(struct worker *w, struct wsgi_conn *c)
                                        method.ptr && span_eq(method, "HEAD"),
                                        c->framed && !stop_requested(w), desc);
                 if (o != OUT_DONE || !c->framed || stop_requested(w))
-                        return;
+                        return false;
         }
 }
 
@@ -1311,10 +1322,75 @@ static int accept_one(struct worker *w, struct wsgi_conn *c)
         return -EAGAIN;
 }
 
-/* Sleeps until a listener is ready or a signal came. */
-static void idle_wait(struct worker *w)
+static void idle_keep(struct worker *w, int fd)
 {
-        (void) idle_poll(w, w->n_listeners + 1, 1000);
+        if (w->n_idle == IDLE_MAX || stop_requested(w)) {
+                (void) close(fd);
+                return;
+        }
+        w->idle[w->n_idle] = fd;
+        w->idle_until[w->n_idle++] = now_ms() + IDLE_MS;
+}
+
+static void idle_close_all(struct worker *w)
+{
+        while (w->n_idle > 0)
+                (void) close(w->idle[--w->n_idle]);
+}
+
+/* A kept connection with input (or closed by the front): serve what it has. */
+static void idle_serve(struct worker *w, int fd)
+{
+        struct wsgi_conn c = {
+            .fd = fd,
+            .proto = WSGI_PROTO_UWSGI,
+            .framed = true,
+            .buf = w->buf,
+            .cap = w->cap,
+            .timeout_ms = (int) w->srv->s->socket_timeout * 1000,
+        };
+
+        if (serve_uwsgi(w, &c))
+                idle_keep(w, fd);
+        else
+                (void) close(fd);
+}
+
+/*
+ * Waits for a new connection, a request on a kept one, or a stop, and
+ * serves the kept connections that have one; drops those unused too long.
+ */
+static void wait_and_serve_idle(struct worker *w)
+{
+        size_t base = w->n_listeners + 1, n = w->n_idle;
+        uint64_t now = now_ms(), next = now + 1000;
+
+        for (size_t i = 0; i < n; i++) {
+                w->pfds[base + i] = (struct pollfd){.fd = w->idle[i], .events = POLLIN};
+                next = min_u64(next, w->idle_until[i]);
+        }
+        (void) idle_poll(w, base + n, next > now ? next - now : 0);
+        now = now_ms();
+        /* Taken out first: serving one may add it back at the end. */
+        int ready[IDLE_MAX];
+        size_t n_ready = 0, kept = 0;
+        for (size_t i = 0; i < n; i++) {
+                if (w->pfds[base + i].revents)
+                        ready[n_ready++] = w->idle[i];
+                else if (w->idle_until[i] <= now)
+                        (void) close(w->idle[i]);
+                else {
+                        w->idle[kept] = w->idle[i];
+                        w->idle_until[kept++] = w->idle_until[i];
+                }
+        }
+        w->n_idle = kept;
+        for (size_t i = 0; i < n_ready; i++) {
+                if (stop_requested(w))
+                        (void) close(ready[i]);
+                else
+                        idle_serve(w, ready[i]);
+        }
 }
 
 /* The accept-and-serve loop of one thread. Called without the GIL. */
@@ -1330,16 +1406,19 @@ static void serve_loop(struct worker *w)
                         break;
                 c.fd = accept_one(w, &c);
                 if (c.fd < 0) {
-                        idle_wait(w);
+                        wait_and_serve_idle(w);
                         continue;
                 }
                 c.framed = c.proto == WSGI_PROTO_HTTP;
-                if (c.proto == WSGI_PROTO_HTTP)
+                if (c.proto == WSGI_PROTO_HTTP) {
                         serve_http(w, &c);
-                else
-                        serve_uwsgi(w, &c);
+                } else if (serve_uwsgi(w, &c)) {
+                        idle_keep(w, c.fd);
+                        continue;
+                }
                 (void) close(c.fd);
         }
+        idle_close_all(w);
 }
 
 /* Threads after the first get their own Python thread state. */
@@ -1374,7 +1453,7 @@ static int worker_init(struct worker *w, const struct wsgi_server *srv, const st
         sigaddset(&w->block, SIGINT);
         sigaddset(&w->block, SIGHUP);
         w->buf = malloc(w->cap);
-        w->pfds = calloc(w->n_listeners + 2, sizeof(*w->pfds));
+        w->pfds = calloc(w->n_listeners + 2 + IDLE_MAX, sizeof(*w->pfds));
         if (!w->buf || !w->pfds)
                 return -ENOMEM;
         for (size_t i = 0; i < w->n_listeners; i++)

@@ -1263,9 +1263,12 @@ def main_proxy(args):
                 uwsgi_backends.append(theirs)
             if not start(mine):
                 continue
-            variants = [("", 0)]
+            # Persistent connections to wharf-wsgi are the default setup
+            # (examples/proxy/proxy.ini); hello also runs without, to show
+            # what they save.
+            variants = [("", 64)]
             if app.name == "hello":
-                variants = [("", 0), ("+keepalive", 4)]
+                variants = [("", 64), (" no-keepalive", 0)]
             for suffix, keepalive in variants:
                 proxy = WharfProxy(
                     tmp, args.server_cpu, f"wharf-proxy-{app.name}{suffix}", args.wharf_proxy,
