@@ -410,6 +410,7 @@ void conn_timeout(struct conn *c)
         log_debug("client connection timed out");
         if (c->phase == PH_HEAD && c->in_len > 0 && c->out.bytes == 0) {
                 /* A request head that never completed: say so, as nginx does. */
+                c->minor_version = 1;
                 conn_local_error(c, 408);
                 c->deadline = c->w->now + 1000;
                 return;

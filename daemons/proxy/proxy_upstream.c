@@ -22,6 +22,8 @@
  * asks for it with the variable WHARF_KEEPALIVE=1; wharf-wsgi then frames its
  * response and says "Connection: keep-alive". Any other uwsgi server ignores
  * an unknown variable and closes after the response, as the protocol has it.
+ * The variable goes with every uwsgi request: a framed response is one whose
+ * breakage shows, which a close-delimited one over a unix socket cannot.
  */
 #include "proxy_worker.h"
 
@@ -505,7 +507,12 @@ void exchange_start(struct conn *c, const struct http_request *req, size_t head_
         char *saved = NULL;
         uint64_t body_len;
         const struct upstream *up = c->loc->upstream;
-        bool keepalive = up->keepalive > 0;
+        /*
+         * uwsgi: always ask for a framed response (WHARF_KEEPALIVE), pooled or
+         * not: over a unix socket a close is all an unframed response can end
+         * with, so a response the application broke would look complete.
+         */
+        bool keepalive = up->keepalive > 0 || c->loc->kind == LOC_UWSGI;
         ssize_t r;
 
         if (!req) {

@@ -1,0 +1,515 @@
+# SPDX-License-Identifier: MIT
+"""wharf-proxy's core behaviour against real daemons of this build (wharf-wsgi
+with the PEP 3333 test application, wharf-static behind its handoff socket)
+and scripted upstreams (RawUpstream) for what no real server does on demand:
+garbage, an upstream that dies mid-body, one that never answers.
+
+Every proxy is started as systemd starts it (its listening socket passed,
+READY=1 awaited on a NOTIFY_SOCKET) and must exit 0 on SIGTERM without a
+sanitizer report."""
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+import wharf_harness as wh
+from conftest import StaticServer, build_tree, static_binary_or_skip
+from proxy_fixtures import (ProxyServer, RawUpstream, proxy_binary_or_skip, read_http_request,
+                            read_uwsgi_request)
+from wsgi_fixtures import WsgiServer, wsgi_binary_or_skip
+
+BINARY = proxy_binary_or_skip()
+
+
+@pytest.fixture
+def proxies():
+    """proxies(config_text, **kw) -> a started ProxyServer; all stopped and checked after."""
+    made = []
+
+    def make(config, **kw):
+        work = wh.short_tempdir("px-")
+        p = ProxyServer(BINARY, work, config, **kw)
+        made.append((p, work))
+        return p.start()
+
+    yield make
+    errors = []
+    for p, work in made:
+        try:
+            p.stop_and_check()
+        except AssertionError as e:
+            errors.append(str(e))
+        shutil.rmtree(work, ignore_errors=True)
+    assert not errors, "\n".join(errors)
+
+
+@pytest.fixture(scope="module")
+def app():
+    """wharf-wsgi (master, two workers) running apps/pep3333.py on a unix socket."""
+    binary = wsgi_binary_or_skip()
+    work = wh.short_tempdir("px-app-")
+    server = WsgiServer(binary, work, ["--master", "--processes", "2"],
+                        warnings_are_errors=False)
+    server.start()
+    yield server
+    server.stop_and_check()
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def uwsgi_site(app, keepalive=4, extra=""):
+    return ("[server]\nclient_max_body_size = 8M\nworkers = 1\n" + extra +
+            f"\n[upstream app]\nserver = unix:{app.uwsgi_path}\nkeepalive = {keepalive}\n"
+            "\n[location /]\nuwsgi_pass = app\n")
+
+
+def env_of(response):
+    assert response.status == 200, response
+    return json.loads(response.body)
+
+
+# ---------------------------------------------------------------------------
+# uwsgi_pass to wharf-wsgi
+
+
+@pytest.mark.parametrize("keepalive", [0, 4])
+def test_uwsgi_variables(proxies, app, keepalive):
+    p = proxies(uwsgi_site(app, keepalive))
+    with p.connect(timeout=10) as c:
+        env = env_of(c.exchange("GET", "/env?a=%20b&c", [
+            ("X-Twice", "one"), ("Cookie", "a=1"), ("X-Twice", "two"), ("Cookie", "b=2"),
+            ("X_Spoof", "no"), ("User-Agent", "t/1")]))
+    assert env["REQUEST_METHOD"] == "GET"
+    assert env["QUERY_STRING"] == "a=%20b&c"
+    assert env["REQUEST_URI"] == "/env?a=%20b&c"
+    assert env["PATH_INFO"] == "/env"
+    assert env["SERVER_PROTOCOL"] == "HTTP/1.1"
+    assert env["REQUEST_SCHEME"] == "http"
+    assert env["REMOTE_ADDR"] == "127.0.0.1"
+    assert int(env["REMOTE_PORT"]) > 0
+    assert env["SERVER_PORT"] == str(p.port)
+    assert env["HTTP_HOST"] == "localhost"
+    assert env["HTTP_X_TWICE"] == "one, two"
+    assert env["HTTP_COOKIE"] == "a=1; b=2"
+    assert "HTTP_X_SPOOF" not in env, "a header with '_' posed as another"
+    assert "HTTP_CONTENT_LENGTH" not in env and "HTTP_CONTENT_TYPE" not in env
+    assert env["HTTP_USER_AGENT"] == "t/1"
+
+
+def test_uwsgi_variables_match_nginx_params(proxies, app):
+    params = "/etc/nginx/uwsgi_params"
+    if not os.path.exists(params):
+        pytest.skip("Debian's nginx is not installed")
+    names = [line.split()[1] for line in open(params) if line.startswith("uwsgi_param")]
+    p = proxies(uwsgi_site(app))
+    env = env_of(p.get("/env"))
+    missing = [n for n in names if n not in env and n != "HTTPS"]
+    assert not missing, f"variables of uwsgi_params not sent: {missing}"
+
+
+def test_path_info_is_decoded(proxies, app):
+    p = proxies(uwsgi_site(app))
+    env = env_of(p.get("/x/..//%65nv"))
+    assert env["PATH_INFO"] == "/env"
+    assert env["REQUEST_URI"] == "/x/..//%65nv"
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_request_bodies_arrive_whole(proxies, app, chunked):
+    p = proxies(uwsgi_site(app))
+    body = os.urandom(3 * 1024 * 1024 + 17)
+    with p.connect(timeout=20) as c:
+        if chunked:
+            data = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 50000]), body[i:i + 50000])
+                            for i in range(0, len(body), 50000)) + b"0\r\n\r\n"
+            r = c.exchange("POST", "/body-info", [("Transfer-Encoding", "chunked")], body=data)
+        else:
+            r = c.exchange("POST", "/body-info", [("Content-Length", str(len(body)))],
+                           body=body)
+        info = json.loads(r.body)
+        assert info["length"] == len(body)
+        assert info["sha256"] == hashlib.sha256(body).hexdigest()
+        assert info["content_length"] == str(len(body))
+        # The connection is still in step.
+        assert c.exchange("GET", "/env").status == 200
+
+
+def test_keepalive_and_pipelining_in_order(proxies, app):
+    p = proxies(uwsgi_site(app))
+    with p.connect(timeout=10) as c:
+        c.send(b"".join(wh.build_request("GET", f"/env?n={i}") for i in range(20)))
+        for i, r in enumerate(c.read_responses(["GET"] * 20)):
+            assert env_of(r)["QUERY_STRING"] == f"n={i}"
+        r = c.exchange("HEAD", "/env")
+        assert r.status == 200 and r.body == b"" and int(r.header("Content-Length")) > 0
+        assert c.is_open()
+
+
+def test_streamed_response_is_chunked_for_11_and_closes_for_10(proxies, app):
+    p = proxies(uwsgi_site(app))
+    r = p.get("/stream")
+    assert r.header("Transfer-Encoding") == "chunked" and r.body == b"one\ntwo\nthree\n"
+    with p.connect() as c:
+        c.send(b"GET /stream HTTP/1.0\r\nHost: x\r\n\r\n")
+        data = c.read_until_closed()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert b"chunked" not in head.lower() and body == b"one\ntwo\nthree\n"
+
+
+def test_app_error_after_first_bytes_aborts_client_response(proxies, app):
+    p = proxies(uwsgi_site(app, keepalive=0))
+    with p.connect(timeout=10) as c:
+        c.send(wh.build_request("GET", "/error-after"))
+        data = c.read_until_closed()
+    assert data.startswith(b"HTTP/1.1 200")
+    assert not data.endswith(b"0\r\n\r\n"), "a broken response must not end cleanly"
+
+
+def test_view_ignoring_body_still_answers(proxies, app):
+    p = proxies(uwsgi_site(app))
+    body = b"x" * (2 * 1024 * 1024)
+    with p.connect(timeout=20) as c:
+        r = c.exchange("POST", "/ignore-body", [("Content-Length", str(len(body)))], body=body)
+        assert r.status == 200
+        assert c.exchange("GET", "/env").status == 200, "the connection stays in step"
+
+
+def test_body_over_limit_is_413_without_reading_it(proxies, app):
+    p = proxies(uwsgi_site(app) + "[location /small/]\nuwsgi_pass = app\n"
+                "client_max_body_size = 1k\n")
+    with p.connect() as c:
+        c.send(wh.build_request("POST", "/small/x", [("Content-Length", "2000")]))
+        r = c.read_response()
+        assert r.status == 413 and r.header("Connection") == "close"
+    with p.connect() as c:
+        r = c.exchange("POST", "/env", [("Content-Length", str(9 * 1024 * 1024))])
+        assert r.status == 413
+
+
+# ---------------------------------------------------------------------------
+# the client side
+
+
+@pytest.mark.parametrize("raw", [
+    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+    b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n",
+    b"GET / HTTP/1.1\nHost: x\n\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n",
+])
+def test_smuggling_is_400_and_never_forwarded(proxies, raw):
+    seen = []
+    up = RawUpstream(lambda conn: seen.append(read_http_request(conn, 2)))
+    try:
+        p = proxies(f"[upstream u]\nserver = {up.address}\n[location /]\nproxy_pass = u\n")
+        data = wh.raw_exchange(p.address, raw)
+        assert data.startswith(b"HTTP/1.1 400"), data[:100]
+        time.sleep(0.2)
+        assert up.accepted == 0 and not seen
+    finally:
+        up.close()
+
+
+def test_oversized_head_is_431(proxies, app):
+    p = proxies(uwsgi_site(app))
+    r = p.get("/env", [("X-Big", "a" * 20000)])
+    assert r.status == 431
+
+
+def test_slow_head_gets_408(proxies, app):
+    p = proxies(uwsgi_site(app, extra="client_header_timeout = 1s\n"))
+    with p.connect(timeout=5) as c:
+        c.send(b"GET /env HTTP/1.1\r\nHost: x\r\n")
+        data = c.read_until_closed(timeout=4)
+    assert data.startswith(b"HTTP/1.1 408")
+
+
+def test_routes_exact_prefix_return_vhost_add_header(proxies, app):
+    p = proxies(uwsgi_site(app) +
+                "[location = /env]\nreturn = 200 exact\n"
+                "[location /old/]\nreturn = 301 https://example.com/new/\n"
+                "add_header = X-Frame-Options: DENY\n"
+                "[server b]\nserver_name = b.test *.c.test\n"
+                "[location /]\nreturn = 200 vhost b\n")
+    r = p.get("/env")
+    assert r.status == 200 and r.body == b"exact"
+    r = p.get("/stream")
+    assert r.status == 200 and r.body == b"one\ntwo\nthree\n", "not exact: the prefix /"
+    r = p.get("/old/page")
+    assert r.status == 301 and r.header("Location") == "https://example.com/new/"
+    assert r.header("X-Frame-Options") == "DENY"
+    assert p.get("/", [("Host", "b.test")]).body == b"vhost b"
+    assert p.get("/", [("Host", "x.C.test:8080")]).body == b"vhost b"
+    assert p.get("/stream", [("Host", "other")]).status == 200, "unknown host: default"
+
+
+# ---------------------------------------------------------------------------
+# proxy_pass and misbehaving upstreams
+
+
+def http_site(*servers, extra_upstream="", extra=""):
+    lines = "".join(f"server = {s}\n" for s in servers)
+    return (f"[server]\nworkers = 1\n{extra}\n[upstream u]\n{lines}{extra_upstream}"
+            "\n[location /]\nproxy_pass = u\n")
+
+
+def answer(conn, body=b"hello", head=None):
+    read_http_request(conn)
+    conn.sendall(head or b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+
+
+def test_proxy_pass_request_head(proxies):
+    got = []
+
+    def handler(conn):
+        head, _ = read_http_request(conn)
+        got.append(head)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n"
+                     b"Keep-Alive: timeout=5\r\n\r\nok")
+
+    up = RawUpstream(handler)
+    try:
+        p = proxies(http_site(up.address))
+        r = p.get("/a?b", [("X-Forwarded-For", "10.0.0.1"), ("Connection", "X-Drop"),
+                           ("X-Drop", "1"), ("TE", "trailers"), ("Keep-Alive", "1"),
+                           ("Upgrade", "h2c")])
+        assert r.status == 200 and r.body == b"ok"
+        assert r.header("Keep-Alive") is None
+        lines = got[0].decode().split("\r\n")
+        assert lines[0] == "GET /a?b HTTP/1.1"
+        hdrs = {}
+        for line in lines[1:]:
+            k, _, v = line.partition(": ")
+            hdrs.setdefault(k.lower(), []).append(v)
+        assert hdrs["host"] == ["localhost"]
+        assert hdrs["x-forwarded-for"] == ["10.0.0.1, 127.0.0.1"]
+        assert hdrs["x-real-ip"] == ["127.0.0.1"]
+        assert hdrs["x-forwarded-proto"] == ["http"]
+        for gone in ("x-drop", "te", "keep-alive", "upgrade"):
+            assert gone not in hdrs, gone
+    finally:
+        up.close()
+
+
+def test_upstream_keepalive_reuses_connections(proxies):
+    def handler(conn):
+        while True:
+            head, _ = read_http_request(conn)
+            if not head:
+                return
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    up = RawUpstream(handler)
+    try:
+        p = proxies(http_site(up.address, extra_upstream="keepalive = 2\n"))
+        with p.connect() as c:
+            for _ in range(10):
+                assert c.exchange("GET", "/").body == b"ok"
+        assert up.accepted == 1
+    finally:
+        up.close()
+
+
+@pytest.mark.parametrize("version", ["1.1", "1.0"])
+def test_chunked_and_close_delimited_upstream_bodies(proxies, version):
+    def handler(conn):
+        head, _ = read_http_request(conn)
+        if b" /chunked " in head:
+            conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                         b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+        else:
+            conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil-close")
+
+    up = RawUpstream(handler)
+    try:
+        p = proxies(http_site(up.address))
+        for path, body in (("/chunked", b"abcde"), ("/close", b"until-close")):
+            with p.connect() as c:
+                c.send(f"GET {path} HTTP/{version}\r\nHost: x\r\n\r\n".encode())
+                r = c.read_response()
+                assert r.body == body
+                if version == "1.1":
+                    assert r.header("Transfer-Encoding") == "chunked"
+                else:
+                    assert r.header("Transfer-Encoding") is None
+    finally:
+        up.close()
+
+
+def test_upstream_dying_mid_body_truncates_client_response(proxies):
+    def handler(conn):
+        head, _ = read_http_request(conn)
+        if b"/length" in head:
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly-part")
+        else:
+            conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\npart\r\n")
+
+    up = RawUpstream(handler)
+    try:
+        p = proxies(http_site(up.address))
+        with p.connect() as c:
+            c.send(wh.build_request("GET", "/length"))
+            data = c.read_until_closed()
+            head, _, body = data.partition(b"\r\n\r\n")
+            assert b"Content-Length: 100" in head and body == b"only-part"
+        with p.connect() as c:
+            c.send(wh.build_request("GET", "/chunked"))
+            data = c.read_until_closed()
+            assert data.endswith(b"4\r\npart\r\n"), data
+    finally:
+        up.close()
+
+
+def test_garbage_head_is_502(proxies):
+    up = RawUpstream(lambda conn: answer(conn, head=b"HTTP/1.1 200 OK\r\nBad Header\r\n\r\n"))
+    try:
+        p = proxies(http_site(up.address))
+        with p.connect() as c:
+            assert c.exchange("GET", "/").status == 502
+            assert c.exchange("GET", "/").status == 502, "the client connection goes on"
+        assert "invalid response head" in p.daemon.log_text()
+    finally:
+        up.close()
+
+
+def test_refused_upstream_is_502_and_failover_reaches_the_next(proxies):
+    dead = wh.free_tcp_port()
+    up = RawUpstream(lambda conn: answer(conn, b"second"))
+    try:
+        p = proxies(http_site(f"127.0.0.1:{dead}"))
+        with p.connect() as c:
+            r = c.exchange("GET", "/")
+            assert r.status == 502 and b"502" in r.body
+            assert c.is_open()
+        p2 = proxies(http_site(f"127.0.0.1:{dead}", up.address))
+        for _ in range(4):
+            assert p2.get("/").body == b"second"
+    finally:
+        up.close()
+
+
+def test_upstream_timeout_is_504(proxies):
+    def handler(conn):
+        read_http_request(conn)
+        time.sleep(3)
+
+    up = RawUpstream(handler)
+    try:
+        p = proxies(http_site(up.address, extra_upstream="read_timeout = 1s\n"))
+        start = time.monotonic()
+        assert p.get("/", timeout=10).status == 504
+        assert time.monotonic() - start < 2.9
+    finally:
+        up.close()
+
+
+# ---------------------------------------------------------------------------
+# static routes: the handoff
+
+
+@pytest.fixture
+def static_pair(proxies, app, tmp_path):
+    binary = static_binary_or_skip()
+    tree = build_tree(tmp_path / "tree")
+    work = wh.short_tempdir("px-st-")
+    st = StaticServer(binary, tree.root, work, sockets=("handoff",),
+                      config={"prefix": "/static/"})
+    st.start()
+    p = proxies(uwsgi_site(app) + f"[location /static/]\nstatic = {st.handoff_path}\n")
+    yield p, st, tree
+    st.stop()
+    st.close()
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def test_handoff_mixed_pipeline_in_order(static_pair):
+    p, st, tree = static_pair
+    files = sorted(f for f in os.listdir(tree.root) if os.path.isfile(tree.root / f))
+    name = files[0]
+    content = (tree.root / name).read_bytes()
+    paths = [f"/static/{name}", "/env?1", f"/static/{name}", f"/static/{name}", "/env?2",
+             f"/static/{name}"]
+    with p.connect(timeout=10) as c:
+        c.send(b"".join(wh.build_request("GET", path) for path in paths))
+        responses = c.read_responses(["GET"] * len(paths))
+        for path, r in zip(paths, responses):
+            assert r.status == 200, (path, r)
+            if path.startswith("/static/"):
+                assert r.body == content and r.header("Server").startswith("wharf-static")
+            else:
+                assert env_of(r)["QUERY_STRING"] == path.split("?")[1]
+        # One at a time on the same connection, too.
+        for path in paths:
+            assert c.exchange("GET", path).status == 200
+
+
+def test_static_down_is_502(proxies, app):
+    p = proxies(uwsgi_site(app) + "[location /static/]\nstatic = /nonexistent/static.handoff\n")
+    with p.connect() as c:
+        assert c.exchange("GET", "/static/x").status == 502
+    assert p.get("/env").status == 200, "the proxy goes on"
+
+
+# ---------------------------------------------------------------------------
+# the daemon's life
+
+
+def run(*args):
+    return subprocess.run([str(BINARY), *map(str, args)], capture_output=True, text=True,
+                          timeout=10)
+
+
+def test_help_version_check_config(tmp_path):
+    assert "Usage: wharf-proxy" in run("--help").stdout
+    assert run("--version").stdout.startswith("wharf-proxy " + wh.project_version())
+    good = tmp_path / "good.ini"
+    good.write_text("[upstream a]\nserver = unix:/run/a.sock\n[location /]\nuwsgi_pass = a\n")
+    out = run("-c", good, "--check-config")
+    assert out.returncode == 0 and "configuration OK" in out.stdout
+    bad = tmp_path / "bad.ini"
+    bad.write_text("[server]\nlisten_port = 80\n[location /]\nuwsgi_pass = nowhere\n")
+    out = run("-c", bad, "--check-config")
+    assert out.returncode == 1
+    assert f"{bad}:2" in out.stderr and "unknown key" in out.stderr
+    assert f"{bad}:4" in out.stderr and "no [upstream nowhere]" in out.stderr
+
+
+def test_reload_swaps_routes_keeps_connections_refuses_bad(proxies, app):
+    p = proxies(uwsgi_site(app) + "[location /r/]\nreturn = 200 before\n", watchdog_usec=2000000)
+    p.notify.wait_for("WATCHDOG=1", 5)
+    assert p.notify.wait_for("STATUS=", 5)
+    with p.connect(timeout=10) as c:
+        assert c.exchange("GET", "/r/").body == b"before"
+        # A request in flight across the reload completes.
+        slow = threading.Thread(target=lambda: slow_result.append(p.get("/sleep?s=1.5")))
+        slow_result = []
+        slow.start()
+        time.sleep(0.3)
+        p.write_config(uwsgi_site(app) + "[location /r/]\nreturn = 200 after\n")
+        p.reload()
+        assert c.exchange("GET", "/r/").body == b"after", "same connection, new config"
+        slow.join(10)
+        assert slow_result and slow_result[0].status == 200
+        p.write_config("[server]\nbogus = 1\n")
+        p.reload()
+        assert c.exchange("GET", "/r/").body == b"after", "a bad file changes nothing"
+    assert "keeping the running configuration" in p.daemon.log_text()
+
+
+def test_sigterm_finishes_request_in_flight(proxies, app):
+    p = proxies(uwsgi_site(app))
+    result = []
+    t = threading.Thread(target=lambda: result.append(p.get("/sleep?s=1", timeout=10)))
+    t.start()
+    time.sleep(0.3)
+    p.daemon.signal(signal.SIGTERM)
+    t.join(10)
+    assert result and result[0].status == 200 and result[0].body == b"slept\n"
+    assert p.daemon.wait_exit(10) == 0
