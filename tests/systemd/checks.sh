@@ -1,0 +1,224 @@
+#!/bin/bash
+# Runs inside the booted container (tests/systemd/run.sh): the .debs are in
+# /e2e/debs, the example project in /e2e/examples. Every check prints one
+# line; the first failure ends the run with status 1.
+set -euo pipefail
+
+failures=0
+pass() { echo "ok   - $*"; }
+fail() {
+	echo "FAIL - $*"
+	exit 1
+}
+check() { # check DESCRIPTION COMMAND...
+	local what=$1
+	shift
+	if "$@"; then pass "$what"; else fail "$what"; fi
+}
+measure() { echo "#    $*"; }
+
+http_code() { curl -s -o /dev/null -w '%{http_code}' --max-time 20 "$@"; }
+
+# A bounded client loop: N requests to URL, one connection each; prints
+# "ok failed" when done.
+load() { # load URL N OUTFILE
+	python3 - "$1" "$2" >"$3" <<'EOF'
+import sys, urllib.request, urllib.error
+url, n = sys.argv[1], int(sys.argv[2])
+ok = failed = 0
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+for i in range(n):
+    try:
+        with opener.open(url, timeout=20) as r:
+            r.read()
+            ok += r.status == 200
+            failed += r.status != 200
+    except (urllib.error.URLError, OSError):
+        failed += 1
+print(ok, failed)
+EOF
+}
+
+# ---- install -------------------------------------------------------------
+
+dpkg -i /e2e/debs/wharf-*.deb >/tmp/dpkg.log 2>&1 || {
+	cat /tmp/dpkg.log
+	fail "dpkg -i of the wharf packages"
+}
+pass "dpkg -i $(cd /e2e/debs && echo wharf-*.deb)"
+check "system users and the group wharf-upstream exist" \
+	getent passwd wharf-proxy wharf-static wharf-wsgi >/dev/null
+check "wharf-proxy is in wharf-upstream" bash -c 'id -nG wharf-proxy | grep -qw wharf-upstream'
+check "the sockets are enabled and listening" \
+	systemctl is-active --quiet wharf-proxy.socket wharf-static.socket
+check "the services wait for their first connection" \
+	bash -c '! systemctl is-active --quiet wharf-proxy.service'
+
+# ---- the example project as wharf-wsgi@server_dev ------------------------
+
+cp -r /e2e/examples/server_dev /srv/server_dev
+rm -rf /srv/server_dev/run /srv/server_dev/db.sqlite3 /srv/server_dev/static_root
+state=/var/lib/wharf/wsgi/server_dev
+mkdir -p "$state"
+secret=$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')
+export DJANGO_DATABASE_PATH=$state/db.sqlite3 DJANGO_STATIC_ROOT=/var/www/static
+export DJANGO_MEDIA_ROOT=$state/media DJANGO_ALLOWED_HOSTS=127.0.0.1,localhost
+export DJANGO_SECRET_KEY=$secret
+/srv/server_dev/prepare.sh e2e-password >/tmp/prepare.log 2>&1 || {
+	cat /tmp/prepare.log
+	fail "prepare.sh (migrate, collectstatic)"
+}
+chown -R wharf-wsgi:wharf-wsgi "$state"
+cat >/etc/wharf/wsgi/server_dev.ini <<EOF
+[uwsgi]
+base = /srv/server_dev
+chdir = %(base)
+module = server_dev.wsgi:application
+socket = /tmp/django.sock
+master = true
+processes = 2
+enable-threads = true
+vacuum = true
+env = DJANGO_DATABASE_PATH=$state/db.sqlite3
+env = DJANGO_STATIC_ROOT=/var/www/static
+env = DJANGO_MEDIA_ROOT=$state/media
+env = DJANGO_ALLOWED_HOSTS=127.0.0.1,localhost
+env = DJANGO_SECRET_KEY=$secret
+EOF
+check "wharf-wsgi --check-config accepts the app's ini" \
+	wharf-wsgi --ini /etc/wharf/wsgi/server_dev.ini --check-config
+systemctl enable --now wharf-wsgi@server_dev.socket >/dev/null 2>&1
+check "wharf-wsgi@server_dev.socket listens" systemctl is-active --quiet wharf-wsgi@server_dev.socket
+
+# ---- the first request activates everything ------------------------------
+
+code=$(http_code http://127.0.0.1/)
+check "GET / through wharf-proxy and wharf-wsgi: 200 (got $code)" test "$code" = 200
+code=$(http_code http://127.0.0.1/static/admin/css/base.css)
+check "a static file through the handoff: 200 (got $code)" test "$code" = 200
+server=$(curl -s -D - -o /dev/null http://127.0.0.1/static/admin/css/base.css | tr -d '\r' |
+	awk -F': ' 'tolower($1)=="server"{print $2}')
+check "... served by wharf-static ($server)" bash -c "[[ '$server' == wharf* && '$server' != 'wharf/'* ]] || [[ '$server' == wharf ]]"
+check "the first connections started all three services" \
+	systemctl is-active --quiet wharf-proxy.service wharf-static.service wharf-wsgi@server_dev.service
+for u in wharf-proxy.service wharf-static.service wharf-wsgi@server_dev.service; do
+	text=$(systemctl show -p StatusText --value "$u")
+	check "$u shows a STATUS line ('$text')" test -n "$text"
+done
+sleep 1.5
+check "the access log is in the journal of wharf-proxy" \
+	bash -c 'journalctl --no-pager -u wharf-proxy.service | grep -q "\"GET / HTTP/1.1\" 200"'
+
+# ---- restarts and reloads under load lose nothing -----------------------
+
+for u in wharf-proxy.service wharf-static.service wharf-wsgi@server_dev.service; do
+	for action in restart reload; do
+		url=http://127.0.0.1/
+		[[ $u == wharf-static.service ]] && url=http://127.0.0.1/static/admin/css/base.css
+		load "$url" 300 /tmp/load.out &
+		loader=$!
+		sleep 0.5
+		systemctl "$action" "$u"
+		sleep 0.5
+		systemctl "$action" "$u"
+		wait "$loader"
+		read -r ok failed </tmp/load.out
+		measure "$action $u twice under load: $ok ok, $failed failed"
+		check "$action $u under load: no failed request" test "$failed" = 0
+	done
+done
+
+# ---- the watchdog --------------------------------------------------------
+
+u=wharf-static.service
+wd=$(systemctl show -p WatchdogUSec --value "$u")
+before=$(systemctl show -p NRestarts --value "$u")
+pid=$(systemctl show -p MainPID --value "$u")
+kill -STOP "$pid"
+start=$(date +%s.%N)
+# A request made while it is frozen waits in the socket's backlog.
+code_file=/tmp/frozen.code
+(http_code http://127.0.0.1/static/admin/css/base.css >"$code_file") &
+waiter=$!
+for _ in $(seq 300); do
+	now=$(systemctl show -p NRestarts --value "$u")
+	newpid=$(systemctl show -p MainPID --value "$u")
+	[[ $now != "$before" && $newpid != 0 && $newpid != "$pid" ]] && break
+	sleep 0.1
+done
+took=$(python3 -c "import time; print(f'{time.time() - $start:.1f}')")
+measure "watchdog: WatchdogSec=$wd, frozen $u restarted after ${took} s"
+check "SIGSTOP: the watchdog has systemd restart $u (restarts $before -> $now)" \
+	test "$now" != "$before"
+wait "$waiter" || true
+check "the request made while it was frozen is served ($(cat $code_file))" \
+	test "$(cat $code_file)" = 200
+
+# ---- a worker killed under load ------------------------------------------
+
+u=wharf-wsgi@server_dev.service
+master=$(systemctl show -p MainPID --value "$u")
+workers_before=$(pgrep -P "$master" | wc -l)
+load http://127.0.0.1/ 200 /tmp/load.out &
+loader=$!
+sleep 0.5
+victim=$(pgrep -P "$master" | head -1)
+kill -9 "$victim"
+wait "$loader"
+read -r ok failed </tmp/load.out
+sleep 1
+workers_after=$(pgrep -P "$master" | wc -l)
+measure "kill -9 of a worker under load: $ok ok, $failed failed; workers $workers_before -> $workers_after"
+check "a killed worker is replaced ($workers_before -> $workers_after)" \
+	test "$workers_after" = "$workers_before"
+check "at most the killed worker's request was lost ($failed)" test "$failed" -le 1
+
+# ---- a second app from the same template ---------------------------------
+
+mkdir -p /srv/second
+cat >/srv/second/second.py <<'EOF'
+def application(environ, start_response):
+    body = b"second app\n"
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+EOF
+printf '[uwsgi]\nchdir = /srv/second\nmodule = second:application\nmaster = true\nprocesses = 1\n' \
+	>/etc/wharf/wsgi/second.ini
+systemctl enable --now wharf-wsgi@second.socket >/dev/null 2>&1
+cat >>/etc/wharf/proxy.ini <<'EOF'
+
+[upstream second]
+server = unix:/run/wharf/wsgi/second.sock
+
+[location /second/]
+uwsgi_pass = second
+EOF
+systemctl reload wharf-proxy.service
+body=$(curl -s --max-time 20 http://127.0.0.1/second/)
+check "wharf-wsgi@second from the template, routed by the proxy ('$body')" \
+	test "$body" = "second app"
+check "and the first app still answers" test "$(http_code http://127.0.0.1/)" = 200
+
+# ---- the sandbox ---------------------------------------------------------
+
+for u in wharf-proxy.service wharf-static.service wharf-wsgi@server_dev.service; do
+	score=$(systemd-analyze security "$u" 2>/dev/null | awk '/Overall exposure level/ {print $(NF-1)}')
+	measure "systemd-analyze security $u: $score"
+	check "$u exposure $score <= 2.0" python3 -c "import sys; sys.exit(not float('$score') <= 2.0)"
+done
+check "systemd-analyze verify of the installed units" \
+	systemd-analyze verify /lib/systemd/system/wharf-proxy.socket \
+	/lib/systemd/system/wharf-proxy.service /lib/systemd/system/wharf-static.socket \
+	/lib/systemd/system/wharf-static.service /lib/systemd/system/wharf-wsgi@server_dev.socket \
+	/lib/systemd/system/wharf-wsgi@server_dev.service
+
+# ---- stop: nothing left behind --------------------------------------------
+
+systemctl stop wharf-proxy.socket wharf-static.socket wharf-wsgi@server_dev.socket \
+	wharf-wsgi@second.socket wharf-proxy.service wharf-static.service \
+	wharf-wsgi@server_dev.service wharf-wsgi@second.service
+sleep 0.5
+check "no wharf process is left" bash -c '! pgrep -f "/usr/sbin/wharf-" >/dev/null'
+left=$(find /run/wharf -type s 2>/dev/null | wc -l)
+check "no socket is left in /run/wharf ($left)" test "$left" = 0
+echo "all checks passed"
