@@ -61,7 +61,7 @@ rm -rf /srv/server_dev/run /srv/server_dev/db.sqlite3 /srv/server_dev/static_roo
 state=/var/lib/wharf/wsgi/server_dev
 mkdir -p "$state"
 secret=$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')
-export DJANGO_DATABASE_PATH=$state/db.sqlite3 DJANGO_STATIC_ROOT=/var/www/static
+export DJANGO_DATABASE_PATH=$state/db.sqlite3 DJANGO_STATIC_ROOT=/var/lib/wharf/static
 export DJANGO_MEDIA_ROOT=$state/media DJANGO_ALLOWED_HOSTS=127.0.0.1,localhost
 export DJANGO_SECRET_KEY=$secret
 /srv/server_dev/prepare.sh e2e-password >/tmp/prepare.log 2>&1 || {
@@ -80,7 +80,7 @@ processes = 2
 enable-threads = true
 vacuum = true
 env = DJANGO_DATABASE_PATH=$state/db.sqlite3
-env = DJANGO_STATIC_ROOT=/var/www/static
+env = DJANGO_STATIC_ROOT=/var/lib/wharf/static
 env = DJANGO_MEDIA_ROOT=$state/media
 env = DJANGO_ALLOWED_HOSTS=127.0.0.1,localhost
 env = DJANGO_SECRET_KEY=$secret
