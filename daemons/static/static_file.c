@@ -332,6 +332,17 @@ static int open_beneath(int dirfd, const char *rel)
         };
         long fd = syscall(SYS_openat2, dirfd, *rel ? rel : ".", &how, sizeof(how));
 
+        if (fd < 0 && errno == ENOSYS) {
+                /*
+                 * Every lookup depends on it, so say why everything is 404:
+                 * seccomp filters that cannot see into struct open_how refuse
+                 * openat2 altogether (systemd's RestrictSUIDSGID= does).
+                 */
+                static atomic_bool said;
+                if (!atomic_exchange(&said, true))
+                        log_error("openat2() is refused (ENOSYS), so no file can be opened: a "
+                                  "seccomp filter blocks it (systemd's RestrictSUIDSGID=yes does)");
+        }
         return fd < 0 ? -errno : (int) fd;
 }
 

@@ -345,6 +345,11 @@ def test_service_sandbox(unit):
         "SystemCallArchitectures": "native", "DevicePolicy": "closed",
         "KeyringMode": "private", "UMask": "0077",
     }
+    if unit == "wharf-static.service":
+        # Its seccomp filter refuses openat2(), which every file lookup needs
+        # (the unit says why); the file system is read-only there anyway.
+        del expected["RestrictSUIDSGID"]
+        assert value(s, "Service", "RestrictSUIDSGID") is None
     for key, want in expected.items():
         assert value(s, "Service", key) == want, f"{key}="
     # Empty assignments: no capability at all.

@@ -95,6 +95,11 @@ check "wharf-wsgi@server_dev.socket listens" systemctl is-active --quiet wharf-w
 code=$(http_code http://127.0.0.1/)
 check "GET / through wharf-proxy and wharf-wsgi: 200 (got $code)" test "$code" = 200
 code=$(http_code http://127.0.0.1/static/admin/css/base.css)
+if [[ $code != 200 ]]; then
+	cat /etc/wharf/static.ini
+	ls -la /var/lib/wharf /var/lib/wharf/static /var/lib/wharf/static/admin/css | head -20
+	runuser -u wharf-static -- head -c 100 /var/lib/wharf/static/admin/css/base.css || true
+fi
 check "a static file through the handoff: 200 (got $code)" test "$code" = 200
 server=$(curl -s -D - -o /dev/null http://127.0.0.1/static/admin/css/base.css | tr -d '\r' |
 	awk -F': ' 'tolower($1)=="server"{print $2}')

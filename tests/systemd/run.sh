@@ -22,7 +22,7 @@ debs=$(cd "$debs" && pwd)
 cache=${WHARF_NSPAWN_CACHE:-/var/tmp/wharf-nspawn}
 suite=bookworm
 # What the container needs besides the .debs; a change makes a new root.
-packages=systemd,systemd-sysv,dbus,curl,ca-certificates,python3,python3-django,media-types,libinih1,liburing2,libpython3.11
+packages=systemd,systemd-sysv,dbus,curl,ca-certificates,python3,python3-django,libjs-jquery,media-types,libinih1,liburing2,libpython3.11
 key=$(printf '%s %s r1' "$suite" "$packages" | sha256sum | cut -c1-12)
 root=$cache/rootfs-$suite-$key
 name=wharf-e2e-$$
@@ -45,8 +45,10 @@ fi
 # The mirror apt uses here, for debootstrap.
 mirror() {
 	local m
-	m=$(grep -rhoE '^(deb|URIs:)\s+[^ ]+' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null |
-		awk '{print $2}' | grep -v security | head -1)
+	m=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list \
+		/etc/apt/sources.list.d/*.sources 2>/dev/null |
+		grep -oE '^(deb|URIs:)\s+(\[[^]]*\]\s+)?[a-z]+://[^ ]+' | grep -oE '[a-z]+://[^ ]+' |
+		grep -E '/debian/?$' | head -1)
 	echo "${m:-http://deb.debian.org/debian}"
 }
 
@@ -67,6 +69,10 @@ if [[ ! -d $root ]]; then
 fi
 
 cleanup() {
+	if [[ -n ${WHARF_E2E_KEEP:-} && -n $leader ]]; then
+		echo "kept: nsenter -t $leader -m -u -i -n -p -C bash (then kill $leader)"
+		return
+	fi
 	if [[ -n $leader ]] && kill -0 "$leader" 2>/dev/null; then
 		nsenter -t "$leader" -m -u -i -n -p -C systemctl poweroff >/dev/null 2>&1 || true
 		for _ in $(seq 50); do kill -0 "$leader" 2>/dev/null || break; sleep 0.1; done
