@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "loops.h"
 #include "notify.h"
 #include "proxy.h"
 #include "util.h"
@@ -183,38 +184,6 @@ static void apply_logging(const struct proxy_config *cfg)
         log_set_max_level(cfg->log_level);
 }
 
-static int wait_workers_started(struct server *srv)
-{
-        for (;;) {
-                bool all = true;
-                for (unsigned i = 0; i < srv->n_workers; i++) {
-                        int st = atomic_load(&worker_stats(srv->workers[i])->state);
-                        if (st < 0) {
-                                const char *what = worker_error_what(srv->workers[i]);
-                                return log_errno(st, "worker %u cannot start: %s: %m", i,
-                                                 what ? what : "setup");
-                        }
-                        if (st == 0)
-                                all = false;
-                }
-                if (all)
-                        return 0;
-                (void) poll(NULL, 0, 5);
-        }
-}
-
-static bool workers_alive(struct server *srv, uint64_t now, uint64_t max_age_ms)
-{
-        for (unsigned i = 0; i < srv->n_workers; i++) {
-                struct worker_stats *st = worker_stats(srv->workers[i]);
-                if (atomic_load(&st->state) != 1)
-                        continue;
-                if (now - atomic_load(&st->heartbeat_ms) > max_age_ms)
-                        return false;
-        }
-        return true;
-}
-
 static void send_status(struct server *srv, struct notify *n, struct notify_rate *rate,
                         uint64_t now_usec)
 {
@@ -249,7 +218,8 @@ static void retired_collect(struct server *srv, struct retired *r, bool force)
                 bool used = atomic_load(&c->refs) > 0;
                 for (unsigned j = 0; j < srv->n_workers && !used; j++) {
                         struct worker_stats *st = worker_stats(srv->workers[j]);
-                        used = atomic_load(&st->state) == 1 && atomic_load(&st->cfg_seen) == c;
+                        used = atomic_load(&st->health.state) == LOOP_RUNNING &&
+                               atomic_load(&st->cfg_seen) == c;
                 }
                 if (used && !force) {
                         i++;
@@ -328,8 +298,8 @@ static int supervise(const struct cmdline *cl, struct server *srv, int sfd)
 
                 uint64_t now = now_us();
                 retired_collect(srv, &retired, false);
-                uint64_t max_age = n.watchdog_usec ? n.watchdog_usec / 2000 : 10000;
-                if (workers_alive(srv, now / 1000, max_age > 1000 ? max_age : 1000))
+                /* A loop stuck for more than half the interval stops the pings. */
+                if (loops_alive(srv->health, srv->n_workers, &n, now))
                         notify_tick(&n, now);
                 if (now >= next_status) {
                         send_status(srv, &n, &rate, now);
@@ -340,12 +310,7 @@ static int supervise(const struct cmdline *cl, struct server *srv, int sfd)
         atomic_store(&srv->stopping, true);
         for (unsigned i = 0; i < srv->n_workers; i++)
                 worker_poke(srv->workers[i]);
-        for (unsigned i = 0; i < srv->n_workers; i++) {
-                while (atomic_load(&worker_stats(srv->workers[i])->state) == 1) {
-                        (void) poll(NULL, 0, 50);
-                        notify_tick(&n, now_us());
-                }
-        }
+        loops_wait_exited(srv->health, srv->n_workers, &n);
         retired_collect(srv, &retired, true);
         return 0;
 }
@@ -356,7 +321,6 @@ int main(int argc, char **argv)
         struct config_diag diag = {0};
         struct proxy_config *cfg = NULL;
         struct server srv = {0};
-        sigset_t mask;
         int r, sfd = -1;
 
         log_set_ident("wharf-proxy");
@@ -391,16 +355,9 @@ int main(int argc, char **argv)
         apply_logging(cfg);
         atomic_store(&srv.cfg, cfg);
 
-        sigemptyset(&mask);
-        sigaddset(&mask, SIGTERM);
-        sigaddset(&mask, SIGINT);
-        sigaddset(&mask, SIGHUP);
-        sigaddset(&mask, SIGPIPE);
-        pthread_sigmask(SIG_BLOCK, &mask, NULL);
-        sigdelset(&mask, SIGPIPE);
-        sfd = signalfd(-1, &mask, SFD_CLOEXEC);
+        sfd = loops_signalfd();
         if (sfd < 0) {
-                r = log_errno(-errno, "signalfd: %m");
+                r = log_errno(sfd, "signalfd: %m");
                 goto finish;
         }
 
@@ -409,7 +366,8 @@ int main(int argc, char **argv)
                 goto finish;
 
         srv.workers = calloc(cfg->workers, sizeof(*srv.workers));
-        if (!srv.workers) {
+        srv.health = calloc(cfg->workers, sizeof(*srv.health));
+        if (!srv.workers || !srv.health) {
                 r = log_errno(-ENOMEM, "out of memory");
                 goto finish;
         }
@@ -425,10 +383,10 @@ int main(int argc, char **argv)
                         worker_free(srv.workers[i]);
                         break;
                 }
-                srv.n_workers++;
+                srv.health[srv.n_workers++] = &worker_stats(srv.workers[i])->health;
         }
         if (r == 0)
-                r = wait_workers_started(&srv);
+                r = loops_wait_started(srv.health, srv.n_workers);
         if (r == 0)
                 r = supervise(&cl, &srv, sfd);
         else
@@ -441,6 +399,7 @@ finish:
                 worker_free(srv.workers[i]);
         }
         free(srv.workers);
+        free(srv.health);
         for (size_t i = 0; i < srv.n_listeners; i++)
                 listen_done(&srv.listeners[i], true);
         free(srv.listeners);

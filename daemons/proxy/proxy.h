@@ -29,6 +29,7 @@
 
 #include "config.h"
 #include "listen.h"
+#include "loops.h"
 
 /* ---- configuration (proxy_config.c) ---- */
 
@@ -130,15 +131,15 @@ struct server {
         atomic_bool stopping;
         unsigned n_workers;
         struct worker **workers;
+        struct loop_health **health; /* each worker's, for the supervision */
 };
 
 struct worker_stats {
         atomic_uint_fast64_t requests;
         atomic_uint_fast64_t connections; /* open now */
         atomic_uint_fast64_t upstream_busy;
-        atomic_uint_fast64_t heartbeat_ms;
         _Atomic(struct proxy_config *) cfg_seen;
-        atomic_int state; /* 0 starting, 1 running, -errno failed, 2 exited */
+        struct loop_health health;
 };
 
 struct worker *worker_new(struct server *srv, unsigned id);
@@ -147,6 +148,5 @@ int worker_start(struct worker *w);
 int worker_join(struct worker *w);
 void worker_poke(struct worker *w);
 struct worker_stats *worker_stats(struct worker *w);
-const char *worker_error_what(struct worker *w);
 
 #endif

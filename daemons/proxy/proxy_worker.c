@@ -354,18 +354,18 @@ static int worker_setup(struct worker *w)
         struct server *srv = w->srv;
         int r;
 
-        r = ring_init(&w->ring, RING_ENTRIES, &w->error_what);
+        r = ring_init(&w->ring, RING_ENTRIES, &w->stats.health.error_what);
         if (r < 0)
                 return r;
         r = ring_bufs_init(&w->ring, &w->bufs, RECV_BGID, RECV_BUF_COUNT, RECV_BUF_SIZE);
         if (r < 0) {
-                w->error_what = "provided buffer ring (IORING_REGISTER_PBUF_RING)";
+                w->stats.health.error_what = "provided buffer ring (IORING_REGISTER_PBUF_RING)";
                 return r;
         }
         w->pool_size = w->cfg->max_connections + POOL_SLACK;
         w->conns = calloc(w->pool_size, sizeof(*w->conns));
         if (!w->conns) {
-                w->error_what = "memory for connections";
+                w->stats.health.error_what = "memory for connections";
                 return -ENOMEM;
         }
         for (unsigned i = w->pool_size; i-- > 0;) {
@@ -375,7 +375,7 @@ static int worker_setup(struct worker *w)
         }
         r = alogs_open(w);
         if (r < 0) {
-                w->error_what = "access log";
+                w->stats.health.error_what = "access log";
                 return r;
         }
         for (size_t i = 0; i < srv->n_listeners && w->n_accepts < LISTEN_MAX; i++) {
@@ -421,11 +421,11 @@ static void *worker_main(void *arg)
         w->now = now_ms();
         r = worker_setup(w);
         if (r < 0) {
-                atomic_store(&w->stats.state, r);
+                atomic_store(&w->stats.health.state, r);
                 worker_teardown(w);
                 return NULL;
         }
-        atomic_store(&w->stats.state, 1);
+        atomic_store(&w->stats.health.state, LOOP_RUNNING);
 
         for (;;) {
                 r = ring_run(&w->ring, TICK_USEC);
@@ -434,7 +434,7 @@ static void *worker_main(void *arg)
                         break;
                 }
                 w->now = now_ms();
-                atomic_store_explicit(&w->stats.heartbeat_ms, w->now, memory_order_relaxed);
+                loop_heartbeat(&w->stats.health, w->now);
                 update_date(w);
                 timers_expire(w);
 
@@ -467,7 +467,7 @@ static void *worker_main(void *arg)
                                 access_log_flush(&w->alogs[i]);
         }
         worker_teardown(w);
-        atomic_store(&w->stats.state, 2);
+        atomic_store(&w->stats.health.state, LOOP_EXITED);
         return NULL;
 }
 
@@ -523,9 +523,4 @@ void worker_poke(struct worker *w)
 struct worker_stats *worker_stats(struct worker *w)
 {
         return &w->stats;
-}
-
-const char *worker_error_what(struct worker *w)
-{
-        return w->error_what;
 }

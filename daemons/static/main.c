@@ -13,6 +13,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 
+#include "loops.h"
 #include "notify.h"
 #include "static.h"
 #include "wharf-config.h"
@@ -262,40 +263,6 @@ static void apply_logging(const struct static_config *cfg)
         log_set_max_level(cfg->log_level);
 }
 
-/* Waits until each worker is running or has failed. */
-static int wait_workers_started(struct server *srv)
-{
-        for (;;) {
-                bool all = true;
-                for (unsigned i = 0; i < srv->n_workers; i++) {
-                        int st = atomic_load(&worker_stats(srv->workers[i])->state);
-                        if (st < 0) {
-                                const char *what = worker_error_what(srv->workers[i]);
-                                return log_errno(st, "worker %u cannot start: %s: %m", i,
-                                                 what ? what : "setup");
-                        }
-                        if (st == 0)
-                                all = false;
-                }
-                if (all)
-                        return 0;
-                (void) poll(NULL, 0, 5);
-        }
-}
-
-/* Every loop iterated recently? Then the watchdog may be fed. */
-static bool workers_alive(struct server *srv, uint64_t now, uint64_t max_age_ms)
-{
-        for (unsigned i = 0; i < srv->n_workers; i++) {
-                struct worker_stats *st = worker_stats(srv->workers[i]);
-                if (atomic_load(&st->state) != 1)
-                        continue;
-                if (now - atomic_load(&st->heartbeat_ms) > max_age_ms)
-                        return false;
-        }
-        return true;
-}
-
 static void send_status(struct server *srv, struct notify *n, struct notify_rate *rate,
                         uint64_t now_usec)
 {
@@ -346,7 +313,8 @@ static bool retired_unused(struct server *srv, const struct static_config *retir
 {
         for (unsigned i = 0; i < srv->n_workers; i++) {
                 struct worker_stats *st = worker_stats(srv->workers[i]);
-                if (atomic_load(&st->state) == 1 && atomic_load(&st->cfg_seen) == retired)
+                if (atomic_load(&st->health.state) == LOOP_RUNNING &&
+                    atomic_load(&st->cfg_seen) == retired)
                         return false;
         }
         return true;
@@ -386,8 +354,7 @@ static int supervise(const struct cmdline *cl, struct server *srv, int sfd)
                 if (retired && retired_unused(srv, retired))
                         retired = static_config_free(retired);
                 /* A loop stuck for more than half the interval stops the pings. */
-                uint64_t max_age = n.watchdog_usec ? n.watchdog_usec / 2000 : 10000;
-                if (workers_alive(srv, now / 1000, max_age > 1000 ? max_age : 1000))
+                if (loops_alive(srv->health, srv->n_workers, &n, now))
                         notify_tick(&n, now);
                 if (now >= next_status) {
                         send_status(srv, &n, &rate, now);
@@ -399,12 +366,7 @@ static int supervise(const struct cmdline *cl, struct server *srv, int sfd)
         for (unsigned i = 0; i < srv->n_workers; i++)
                 worker_poke(srv->workers[i]);
         /* Keep feeding the watchdog while the loops drain. */
-        for (unsigned i = 0; i < srv->n_workers; i++) {
-                while (atomic_load(&worker_stats(srv->workers[i])->state) == 1) {
-                        (void) poll(NULL, 0, 50);
-                        notify_tick(&n, now_us());
-                }
-        }
+        loops_wait_exited(srv->health, srv->n_workers, &n);
         static_config_free(retired);
         return 0;
 }
@@ -415,7 +377,6 @@ int main(int argc, char **argv)
         struct config_diag diag = {0};
         struct static_config *cfg = NULL;
         struct server srv = {0};
-        sigset_t mask;
         int r, sfd = -1;
 
         log_set_ident("wharf-static");
@@ -447,16 +408,9 @@ int main(int argc, char **argv)
         atomic_store(&srv.cfg, cfg);
 
         /* Signals go to the supervisor's signalfd; the threads inherit the mask. */
-        sigemptyset(&mask);
-        sigaddset(&mask, SIGTERM);
-        sigaddset(&mask, SIGINT);
-        sigaddset(&mask, SIGHUP);
-        sigaddset(&mask, SIGPIPE);
-        pthread_sigmask(SIG_BLOCK, &mask, NULL);
-        sigdelset(&mask, SIGPIPE);
-        sfd = signalfd(-1, &mask, SFD_CLOEXEC);
+        sfd = loops_signalfd();
         if (sfd < 0) {
-                r = log_errno(-errno, "signalfd: %m");
+                r = log_errno(sfd, "signalfd: %m");
                 goto finish;
         }
 
@@ -465,7 +419,8 @@ int main(int argc, char **argv)
                 goto finish;
 
         srv.workers = calloc(cfg->s.workers, sizeof(*srv.workers));
-        if (!srv.workers) {
+        srv.health = calloc(cfg->s.workers, sizeof(*srv.health));
+        if (!srv.workers || !srv.health) {
                 r = log_errno(-ENOMEM, "out of memory");
                 goto finish;
         }
@@ -481,10 +436,10 @@ int main(int argc, char **argv)
                         worker_free(srv.workers[i]);
                         break;
                 }
-                srv.n_workers++;
+                srv.health[srv.n_workers++] = &worker_stats(srv.workers[i])->health;
         }
         if (r == 0)
-                r = wait_workers_started(&srv);
+                r = loops_wait_started(srv.health, srv.n_workers);
         if (r == 0)
                 r = supervise(&cl, &srv, sfd);
         else
@@ -498,6 +453,7 @@ finish:
                 worker_free(srv.workers[i]);
         }
         free(srv.workers);
+        free(srv.health);
         for (size_t i = 0; i < srv.n_listeners; i++)
                 listen_done(&srv.listeners[i], true);
         free(srv.listeners);

@@ -30,6 +30,7 @@
 #include "http_resp.h"
 #include "listen.h"
 #include "log.h"
+#include "loops.h"
 #include "ring.h"
 
 /* Settings as the file and the command line give them. */
@@ -161,15 +162,15 @@ struct server {
         atomic_bool stopping;
         unsigned n_workers;
         struct worker **workers;
+        struct loop_health **health; /* each worker's, for the supervision */
 };
 
 struct worker_stats {
         atomic_uint_fast64_t requests;
         atomic_uint_fast64_t connections; /* open now */
         atomic_uint_fast64_t accepted;
-        atomic_uint_fast64_t heartbeat_ms; /* last loop iteration, monotonic */
         _Atomic(const struct static_config *) cfg_seen;
-        atomic_int state; /* 0 starting, 1 running, -errno failed, 2 exited */
+        struct loop_health health;
 };
 
 struct worker *worker_new(struct server *srv, unsigned id);
@@ -181,6 +182,5 @@ int worker_join(struct worker *w);
 void worker_poke(struct worker *w);
 struct worker_stats *worker_stats(struct worker *w);
 /* The name of what failed when a worker could not start (an op, a setup step). */
-const char *worker_error_what(struct worker *w);
 
 #endif

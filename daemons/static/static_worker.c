@@ -254,19 +254,19 @@ static int worker_setup(struct worker *w)
         struct server *srv = w->srv;
         int r;
 
-        r = ring_init(&w->ring, RING_ENTRIES, &w->error_what);
+        r = ring_init(&w->ring, RING_ENTRIES, &w->stats.health.error_what);
         if (r < 0)
                 return r;
         r = ring_bufs_init(&w->ring, &w->bufs, RECV_BGID, RECV_BUF_COUNT, RECV_BUF_SIZE);
         if (r < 0) {
-                w->error_what = "provided buffer ring (IORING_REGISTER_PBUF_RING)";
+                w->stats.health.error_what = "provided buffer ring (IORING_REGISTER_PBUF_RING)";
                 return r;
         }
         w->pool_size = w->cfg->s.max_connections + POOL_SLACK;
         w->conns = calloc(w->pool_size, sizeof(*w->conns));
         w->cache = file_cache_new(w->cfg->s.open_file_cache);
         if (!w->conns || !w->cache) {
-                w->error_what = "memory for connections";
+                w->stats.health.error_what = "memory for connections";
                 return -ENOMEM;
         }
         for (unsigned i = w->pool_size; i-- > 0;) {
@@ -276,7 +276,7 @@ static int worker_setup(struct worker *w)
         }
         r = access_log_open(&w->alog, w->cfg->s.access_log ? w->cfg->s.access_log : "off");
         if (r < 0) {
-                w->error_what = "access log";
+                w->stats.health.error_what = "access log";
                 return r;
         }
         for (size_t i = 0; i < srv->n_listeners && w->n_accepts < LISTEN_MAX; i++) {
@@ -323,11 +323,11 @@ static void *worker_main(void *arg)
         w->now = now_ms();
         r = worker_setup(w);
         if (r < 0) {
-                atomic_store(&w->stats.state, r);
+                atomic_store(&w->stats.health.state, r);
                 worker_teardown(w);
                 return NULL;
         }
-        atomic_store(&w->stats.state, 1);
+        atomic_store(&w->stats.health.state, LOOP_RUNNING);
 
         for (;;) {
                 r = ring_run(&w->ring, TICK_USEC);
@@ -336,7 +336,7 @@ static void *worker_main(void *arg)
                         break;
                 }
                 w->now = now_ms();
-                atomic_store_explicit(&w->stats.heartbeat_ms, w->now, memory_order_relaxed);
+                loop_heartbeat(&w->stats.health, w->now);
                 update_date(w);
                 timers_expire(w);
 
@@ -362,7 +362,7 @@ static void *worker_main(void *arg)
                         access_log_flush(&w->alog);
         }
         worker_teardown(w);
-        atomic_store(&w->stats.state, 2);
+        atomic_store(&w->stats.health.state, LOOP_EXITED);
         return NULL;
 }
 
@@ -430,9 +430,4 @@ void worker_poke(struct worker *w)
 struct worker_stats *worker_stats(struct worker *w)
 {
         return &w->stats;
-}
-
-const char *worker_error_what(struct worker *w)
-{
-        return w->error_what;
 }

@@ -150,7 +150,6 @@ struct worker {
         unsigned id;
         pthread_t thread;
         struct worker_stats stats;
-        const char *error_what;
 
         struct ring ring;
         struct ring_bufs bufs;
