@@ -734,6 +734,8 @@ static void up_send_pump(struct conn *c)
         u->msg = (struct msghdr){.msg_iov = u->iov, .msg_iovlen = n};
         io_uring_prep_sendmsg(sqe, u->fd, &u->msg, MSG_NOSIGNAL);
         u->send_busy = true;
+        /* An upstream that stops taking the request is timed by send_timeout. */
+        u->deadline = c->w->now + c->loc->upstream->send_timeout;
 }
 
 static void on_up_send(struct ring_op *op, int res, unsigned flags)
@@ -1106,7 +1108,8 @@ void upconn_timeout(struct upconn *u)
         u->deadline = 0;
         if (c)
                 up_fail(c, 504,
-                        u->connected ? "timed out waiting for the response"
-                                     : "timed out connecting",
+                        !u->connected  ? "timed out connecting"
+                        : u->send_busy ? "timed out sending the request"
+                                       : "timed out waiting for the response",
                         0);
 }
