@@ -246,7 +246,7 @@ systemctl stop wharf-proxy.socket wharf-static.socket wharf-wsgi@server_dev.sock
 	wharf-wsgi@second.socket wharf-proxy.service wharf-static.service \
 	wharf-wsgi@server_dev.service wharf-wsgi@second.service
 sleep 0.5
-check "no wharf process is left" bash -c '! pgrep -x "wharf-(proxy|static|wsgi)" >/dev/null'
+check "no wharf process is left" bash -c '! pgrep -x wharf-proxy && ! pgrep -x wharf-static && ! pgrep -x wharf-wsgi'
 left=$(find /run/wharf -type s 2>/dev/null | wc -l)
 check "no socket is left in /run/wharf ($left)" test "$left" = 0
 echo "all checks passed"
