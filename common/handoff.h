@@ -52,6 +52,12 @@ enum handoff_kind {
 };
 
 #define HANDOFF_F_TLS 1u /* the client is behind TLS: the scheme is https */
+/*
+ * On a connection coming back: the receiver refused it (at its connection
+ * limit, or stopping) without reading from it; the sender answers the
+ * request itself (wharf-proxy: 502) rather than hand it over again.
+ */
+#define HANDOFF_F_REFUSED 2u
 
 struct handoff_info {
         enum handoff_kind kind;

@@ -752,6 +752,14 @@ static void conn_route(struct conn *c, const struct http_request *req, size_t he
                         conn_local(c, 405, "Allow: GET, HEAD\r\n", NULL, 0);
                         return;
                 }
+                if (c->static_refused) {
+                        /* It came back refused: once more would only loop. */
+                        c->static_refused = false;
+                        conn_consume(c, head_len);
+                        c->close_after = true;
+                        conn_local_error(c, 502);
+                        return;
+                }
                 conn_handoff(c);
                 return;
         case LOC_RETURN:

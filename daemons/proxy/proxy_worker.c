@@ -122,7 +122,8 @@ static void chan_adopt(struct chan *ch, int fd, const struct handoff_info *info)
                 return;
         }
         c->requests = info->requests;
-        c->handoff_flags = info->flags;
+        c->handoff_flags = info->flags & ~HANDOFF_F_REFUSED;
+        c->static_refused = info->flags & HANDOFF_F_REFUSED;
         memcpy(&c->peer, &info->peer, sizeof(c->peer));
         c->peer_len = info->peer_len;
         conn_start(c, info->data, info->data_len);

@@ -109,6 +109,7 @@ struct conn {
         bool body_broken; /* upstream stopped reading the body: discard the rest */
         unsigned requests;
         uint32_t handoff_flags;
+        bool static_refused; /* wharf-static returned it unread: answer 502 */
         struct ring_op op_recv, op_send, op_handoff;
         struct sockaddr_storage peer;
         socklen_t peer_len;

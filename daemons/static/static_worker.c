@@ -52,8 +52,18 @@ static void chan_adopt(struct chan *ch, int fd, const struct handoff_info *info)
         struct conn *c;
 
         if (w->stopping || w->n_conns >= w->cfg->s.max_connections || !(c = conn_new(w, fd))) {
+                /*
+                 * Back to the proxy, untouched and marked, so that the client
+                 * gets an answer (a 502 from the proxy) rather than a close.
+                 * Should even that not fit in the channel, the close it is.
+                 */
+                struct handoff_info back = *info;
+                back.flags |= HANDOFF_F_REFUSED;
                 log_warning("handoff: refusing a connection: %s",
                             w->stopping ? "shutting down" : "at max_connections");
+                int r = handoff_send(ch->fd, fd, &back);
+                if (r < 0)
+                        log_errno(r, "handoff: cannot return the refused connection: %m");
                 close(fd);
                 return;
         }

@@ -513,3 +513,34 @@ def test_sigterm_finishes_request_in_flight(proxies, app):
     t.join(10)
     assert result and result[0].status == 200 and result[0].body == b"slept\n"
     assert p.daemon.wait_exit(10) == 0
+
+
+def test_static_refusing_gives_502_not_a_close(proxies, app, tmp_path):
+    binary = static_binary_or_skip()
+    tree = build_tree(tmp_path / "tree")
+    work = wh.short_tempdir("px-st1-")
+    st = StaticServer(binary, tree.root, work, sockets=("handoff",),
+                      config={"prefix": "/static/", "max_connections": 1, "workers": 1})
+    st.start()
+    try:
+        p = proxies(uwsgi_site(app) + f"[location /static/]\nstatic = {st.handoff_path}\n")
+        name = sorted(f for f in os.listdir(tree.root) if os.path.isfile(tree.root / f))[0]
+        with p.connect(timeout=10) as first:
+            # The first connection stays with wharf-static (keep-alive): it is full.
+            assert first.exchange("GET", f"/static/{name}").status == 200
+            with p.connect(timeout=10) as second:
+                r = second.exchange("GET", f"/static/{name}")
+                assert r.status == 502 and r.header("Connection") == "close"
+            assert "refusing a connection" in st.daemon.log_text()
+        # Room again: served.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if p.get(f"/static/{name}").status == 200:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("wharf-static did not take connections again")
+    finally:
+        st.stop()
+        st.close()
+        shutil.rmtree(work, ignore_errors=True)

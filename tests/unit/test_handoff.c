@@ -169,7 +169,7 @@ static void test_malformed(void)
             {"kind 0", 6, {0, 0}, 2, -EBADMSG},
             {"kind 2", 6, {2, 0}, 2, -EBADMSG},
             {"kind 1 big-endian", 6, {0, 1}, 2, -EBADMSG},
-            {"an unknown flag", 8, {3, 0, 0, 0}, 4, -EBADMSG},
+            {"an unknown flag", 8, {7, 0, 0, 0}, 4, -EBADMSG},
             {"an unknown high flag", 11, {0x80}, 1, -EBADMSG},
             {"data_len one more", 12, {11, 0, 0, 0}, 4, -EBADMSG},
             {"data_len one less", 12, {9, 0, 0, 0}, 4, -EBADMSG},
