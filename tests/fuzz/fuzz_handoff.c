@@ -40,7 +40,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 abort();
 
         if (size < HANDOFF_HEADER_SIZE || info.kind != HANDOFF_CONN ||
-            (info.flags & ~HANDOFF_F_TLS) != 0)
+            (info.flags & ~(HANDOFF_F_TLS | HANDOFF_F_REFUSED)) != 0)
                 abort();
         if (info.data != (const char *) data + HANDOFF_HEADER_SIZE ||
             info.data_len != size - HANDOFF_HEADER_SIZE || info.data_len > HANDOFF_MAX_DATA)
