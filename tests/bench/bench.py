@@ -986,36 +986,9 @@ def main_wsgi(args):
                     runs.append(run)
 
         medians, tables = summarize_wsgi(runs, stacks, cases, args)
-        print()
-        print("\n\n".join(tables))
-        if skipped:
-            print()
-            for name, reason in skipped.items():
-                print(f"- {name}: not run: {reason}")
-        invalid = [r for r in runs if not r.valid]
-
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        out_dir = REPO / "out" / "bench"
-        out_dir.mkdir(parents=True, exist_ok=True)
-        out_file = out_dir / f"wsgi-{stamp}.json"
-        out_file.write_text(json.dumps({
-            "scenario": "wsgi",
-            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "machine": machine_info(),
-            "settings": {"rounds": args.rounds, "duration_s": args.duration,
-                         "connections": args.connections, "server_cpu": args.server_cpu,
-                         "client_cpu": args.client_cpu, "baseline": WSGI_BASELINE},
-            "servers": {b.name: {"version": b.version()} for b in [*backends, front]},
-            "skipped": skipped,
-            "cases": [asdict(c) for c in cases],
-            "medians": medians,
-            "runs": [asdict(r) for r in runs],
-        }, indent=2) + "\n")
-        print(f"\nresults: {out_file.relative_to(REPO)}")
-        if invalid:
-            print(f"{len(invalid)} of {len(runs)} runs were invalid (see above)")
-            return 1
-        return 0
+        return publish("wsgi", args, tables, skipped, runs, medians, cases,
+                       servers={b.name: {"version": b.version()} for b in [*backends, front]},
+                       baseline=WSGI_BASELINE)
     finally:
         for server in started:
             server.stop()
@@ -1331,38 +1304,50 @@ def main_proxy(args):
                     runs.append(run)
 
         medians, tables = summarize_proxy(runs, stacks, cases, args)
-        print()
-        print("\n\n".join(tables))
-        if skipped:
-            print()
-            for name, why in skipped.items():
-                print(f"- {name}: not run: {why}")
-        invalid = [r for r in runs if not r.valid]
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        out_dir = REPO / "out" / "bench"
-        out_dir.mkdir(parents=True, exist_ok=True)
-        out_file = out_dir / f"proxy-{stamp}.json"
-        out_file.write_text(json.dumps({
-            "scenario": "proxy",
-            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "machine": machine_info(),
-            "settings": {"rounds": args.rounds, "duration_s": args.duration,
-                         "connections": args.connections, "server_cpu": args.server_cpu,
-                         "client_cpu": args.client_cpu},
-            "skipped": skipped,
-            "cases": [asdict(c) for c in cases],
-            "medians": medians,
-            "runs": [asdict(r) for r in runs],
-        }, indent=2) + "\n")
-        print(f"\nresults: {out_file.relative_to(REPO)}")
-        if invalid:
-            print(f"{len(invalid)} of {len(runs)} runs were invalid (see above)")
-            return 1
-        return 0
+        return publish("proxy", args, tables, skipped, runs, medians, cases)
     finally:
         for server in started:
             server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def publish(scenario, args, tables, skipped, runs, medians, cases, servers=None, baseline=None):
+    """Prints the tables and what was not run, writes everything to
+    out/bench/<scenario>-<timestamp>.json, and returns the exit status:
+    1 when some run was invalid."""
+    print()
+    print("\n\n".join(tables))
+    if skipped:
+        print()
+        for name, reason in skipped.items():
+            print(f"- {name}: not run: {reason}")
+    settings = {"rounds": args.rounds, "duration_s": args.duration,
+                "connections": args.connections, "server_cpu": args.server_cpu,
+                "client_cpu": args.client_cpu}
+    if baseline:
+        settings["baseline"] = baseline
+    result = {
+        "scenario": scenario,
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "settings": settings,
+        "servers": servers or {},
+        "skipped": skipped,
+        "cases": [asdict(c) for c in cases],
+        "medians": medians,
+        "runs": [asdict(r) for r in runs],
+    }
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out_dir = REPO / "out" / "bench"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out_file = out_dir / f"{scenario}-{stamp}.json"
+    out_file.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nresults: {out_file.relative_to(REPO)}")
+    invalid = [r for r in runs if not r.valid]
+    if invalid:
+        print(f"{len(invalid)} of {len(runs)} runs were invalid (see above)")
+        return 1
+    return 0
 
 
 def machine_info():
@@ -1495,36 +1480,9 @@ def main():
                     runs.append(run)
 
         medians, tables = summarize(runs, servers, args)
-        print()
-        print("\n\n".join(tables))
-        if skipped:
-            print()
-            for name, reason in skipped.items():
-                print(f"- {name}: not run: {reason}")
-        invalid = [r for r in runs if not r.valid]
-
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        out_dir = REPO / "out" / "bench"
-        out_dir.mkdir(parents=True, exist_ok=True)
-        out_file = out_dir / f"static-{stamp}.json"
-        out_file.write_text(json.dumps({
-            "scenario": "static",
-            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "machine": machine_info(),
-            "settings": {"rounds": args.rounds, "duration_s": args.duration,
-                         "connections": args.connections, "server_cpu": args.server_cpu,
-                         "client_cpu": args.client_cpu, "baseline": BASELINE},
-            "servers": {s.name: {"version": s.version()} for s in servers},
-            "skipped": skipped,
-            "cases": [asdict(c) for c in CASES],
-            "medians": medians,
-            "runs": [asdict(r) for r in runs],
-        }, indent=2) + "\n")
-        print(f"\nresults: {out_file.relative_to(REPO)}")
-        if invalid:
-            print(f"{len(invalid)} of {len(runs)} runs were invalid (see above)")
-            return 1
-        return 0
+        return publish("static", args, tables, skipped, runs, medians, CASES,
+                       servers={s.name: {"version": s.version()} for s in servers},
+                       baseline=BASELINE)
     finally:
         for server in candidates:
             server.stop()
