@@ -15,6 +15,15 @@ def main():
             "available on your PYTHONPATH environment variable? Did you "
             "forget to activate a virtual environment?"
         ) from exc
+    # Django's command runner keeps an error raised by the settings to itself
+    # and goes on, so that a bad DJANGO_* value would surface later as an
+    # unrelated error (or not at all): load them first and say what is wrong.
+    from django.conf import settings
+    from django.core.exceptions import ImproperlyConfigured
+    try:
+        settings.INSTALLED_APPS
+    except ImproperlyConfigured as exc:
+        sys.exit(f'{os.environ["DJANGO_SETTINGS_MODULE"]}: {exc}')
     execute_from_command_line(sys.argv)
 
 
