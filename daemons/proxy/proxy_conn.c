@@ -399,10 +399,23 @@ void conn_close(struct conn *c)
         conn_maybe_free(c);
 }
 
+/*
+ * At stop, a connection between requests is closed, as nginx does, once it
+ * has been answered at least once: its client knows to retry on a fresh one.
+ * A connection that has not sent its first request yet may have it in flight
+ * (accepted just before the stop): it gets a short grace to send it instead.
+ */
 void conn_idle_close(struct conn *c)
 {
-        if (c->phase == PH_HEAD && c->in_len == 0 && !c->cfg)
+        if (c->phase != PH_HEAD || c->in_len > 0 || c->cfg)
+                return;
+        if (c->requests > 0) {
                 conn_close(c);
+                return;
+        }
+        uint64_t grace = c->w->now + STOP_FIRST_REQUEST_MS;
+        if (!c->deadline || c->deadline > grace)
+                c->deadline = grace;
 }
 
 void conn_timeout(struct conn *c)

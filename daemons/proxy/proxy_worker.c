@@ -265,11 +265,15 @@ static void on_accept(struct ring_op *op, int res, unsigned flags)
         if (!(flags & IORING_CQE_F_MORE))
                 l->armed = false;
         if (res >= 0) {
-                struct conn *c = w->stopping ? NULL : conn_new(w, res, l->port);
-                if (c)
+                /* Accepted as the stop began: its request is served too. */
+                struct conn *c = conn_new(w, res, l->port);
+                if (c) {
                         conn_start(c, NULL, 0);
-                else
+                        if (w->stopping && c->fd >= 0)
+                                conn_idle_close(c);
+                } else {
                         close(res);
+                }
                 if (w->n_conns >= w->cfg->max_connections && !w->accept_paused) {
                         w->accept_paused = true;
                         accept_cancel_all(w);

@@ -29,6 +29,7 @@
 #define UP_HEAD_MAX (64 * 1024 + 4) /* the request head sent upstream: uwsgi's limit */
 #define TICK_USEC 100000
 #define STOP_GRACE_MS 30000
+#define STOP_FIRST_REQUEST_MS 1000 /* at stop, for a connection yet to send one */
 #define RING_ENTRIES 2048
 #define POOL_SLACK 128
 #define LOG_LINE_MAX 1024 /* request line kept for the access log */

@@ -515,6 +515,35 @@ def test_sigterm_finishes_request_in_flight(proxies, app):
     assert p.daemon.wait_exit(10) == 0
 
 
+def test_sigterm_serves_a_fresh_connection_closes_an_idle_one(proxies, app):
+    """At stop, a connection that was answered and waits idle is closed (its
+    client retries on a new one), but one accepted just before the stop gets
+    its first request served: that request may have been on its way."""
+    p = proxies(uwsgi_site(app))
+    with p.connect(timeout=10) as idle, p.connect(timeout=10) as fresh:
+        assert idle.exchange("GET", "/env").status == 200
+        time.sleep(0.2)  # fresh is accepted now
+        p.daemon.signal(signal.SIGTERM)
+        closed, data = idle.wait_closed(5)
+        assert closed and data == b"", "the idle keep-alive connection is closed at once"
+        time.sleep(0.3)
+        r = fresh.exchange("GET", "/env")
+        assert r.status == 200 and r.header("Connection") == "close"
+    assert p.daemon.wait_exit(10) == 0
+
+
+def test_sigterm_closes_a_silent_fresh_connection_soon(proxies, app):
+    p = proxies(uwsgi_site(app))
+    with p.connect(timeout=10) as silent:
+        time.sleep(0.2)
+        started = time.monotonic()
+        p.daemon.signal(signal.SIGTERM)
+        closed, data = silent.wait_closed(5)
+        assert closed and data == b""
+        assert time.monotonic() - started < 3, "not held for the whole stop grace"
+    assert p.daemon.wait_exit(10) == 0
+
+
 def test_static_refusing_gives_502_not_a_close(proxies, app, tmp_path):
     binary = static_binary_or_skip()
     tree = build_tree(tmp_path / "tree")
