@@ -171,7 +171,7 @@ static void timer_start(struct conn *c, struct tlist *l, uint64_t timeout_ms)
 
 void timers_expire(struct worker *w)
 {
-        struct tlist *lists[] = {&w->t_header, &w->t_idle, &w->t_send};
+        struct tlist *lists[] = {&w->t_header, &w->t_idle, &w->t_send, &w->t_stop};
 
         for (size_t i = 0; i < ARRAY_SIZE(lists); i++) {
                 struct conn *c;
@@ -514,10 +514,15 @@ void conn_idle(struct conn *c)
         c->state = CONN_IDLE;
         if (w->stopping) {
                 /* Finished what it asked for: back to the proxy if it came from there. */
-                if (c->handed_off && c->chan && c->chan->open && !c->peer_closed)
+                if (c->handed_off && c->chan && c->chan->open && !c->peer_closed) {
                         conn_handback(c);
-                else
+                } else if (c->requests == 0 && !c->peer_closed) {
+                        /* Accepted just before the stop: its request may be on its way. */
+                        if (c->tl != &w->t_stop)
+                                timer_start(c, &w->t_stop, STOP_FIRST_REQUEST_MS);
+                } else {
                         conn_close(c);
+                }
                 return;
         }
         if (c->peer_closed) {
@@ -1030,6 +1035,10 @@ void conn_start(struct conn *c)
         }
         if (c->io && c->io->in_len > 0) {
                 conn_process(c);
+                return;
+        }
+        if (c->w->stopping) {
+                conn_idle(c);
                 return;
         }
         /* Until the first request arrives, the header timeout applies (as nginx). */

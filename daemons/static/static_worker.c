@@ -173,9 +173,8 @@ static void on_accept(struct ring_op *op, int res, unsigned flags)
         if (res >= 0) {
                 if (l->handoff) {
                         chan_new(w, res);
-                } else if (w->stopping) {
-                        close(res); /* raced with the stop */
                 } else {
+                        /* Accepted as the stop began: its request is served too. */
                         struct conn *c = conn_new(w, res);
                         if (c)
                                 conn_start(c);

@@ -22,6 +22,7 @@
 #define COPY_POOL 8
 #define TICK_USEC 200000
 #define STOP_GRACE_MS 30000
+#define STOP_FIRST_REQUEST_MS 1000 /* at stop, for a connection yet to send one */
 #define RING_ENTRIES 1024
 /*
  * A multishot accept may deliver a few more connections after the limit,
@@ -177,7 +178,7 @@ struct worker {
         char *copy_free[COPY_POOL];
         unsigned n_copy_free;
 
-        struct tlist t_header, t_idle, t_send;
+        struct tlist t_header, t_idle, t_send, t_stop;
         uint64_t now;
         char date[HTTP_DATE_LEN + 1];
         time_t date_sec;

@@ -1367,6 +1367,23 @@ def test_sigterm_finishes_the_response_in_flight(start_static, site_tree):
     assert "STOPPING=1" in s.notify.messages()
 
 
+def test_sigterm_serves_the_first_request_of_a_fresh_connection(start_static):
+    """Accepted just before the stop, a connection may have its request on
+    the way: it is served (then closed), not dropped with the idle ones."""
+    s = start_static()
+    with s.connect() as fresh, s.connect() as silent:
+        time.sleep(0.2)
+        start = time.monotonic()
+        s.daemon.signal(signal.SIGTERM)
+        time.sleep(0.3)
+        r = fresh.exchange("GET", "/style.css")
+        assert r.status == 200 and r.header("Connection") == "close"
+        assert fresh.wait_closed(3)[0]
+        assert silent.wait_closed(3) == (True, b""), "a silent one is closed after a short grace"
+    s.daemon.check_clean_exit(s.daemon.wait_exit(5))
+    assert time.monotonic() - start < 3
+
+
 def test_sigterm_closes_idle_and_half_read_connections(start_static):
     s = start_static()
     idle = s.connect()
