@@ -136,6 +136,11 @@ done
 # ---- an upgrade (the same packages again) under load ----------------------
 
 pids_before=$(systemctl show -p MainPID --value wharf-proxy.service wharf-wsgi@server_dev.service)
+sockets="wharf-proxy.socket wharf-static.socket wharf-wsgi@server_dev.socket"
+# A socket unit restarted (closed and bound again) gets a new activation time.
+# shellcheck disable=SC2086 # one word per unit
+sockets_since() { systemctl show -p ActiveEnterTimestampMonotonic --value $sockets | tr '\n' ' '; }
+since_before=$(sockets_since)
 load http://127.0.0.1/ 400 /tmp/load.out &
 loader=$!
 sleep 0.3
@@ -151,8 +156,11 @@ same=$(comm -12 <(echo "$pids_before" | grep . | sort) <(echo "$pids_after" | gr
 check "the upgrade restarted the services (main pids $(echo $pids_before) -> $(echo $pids_after))" \
 	test "$same" = 0
 check "the upgrade under load: no failed request" test "$failed" = 0
-check "the sockets stayed up" \
-	systemctl is-active --quiet wharf-proxy.socket wharf-static.socket wharf-wsgi@server_dev.socket
+# shellcheck disable=SC2086
+check "the sockets stayed up" systemctl is-active --quiet $sockets
+since_after=$(sockets_since)
+check "and were never closed: activated at $since_before, still at $since_after" \
+	test "$since_before" = "$since_after"
 
 # ---- the watchdog --------------------------------------------------------
 
