@@ -100,6 +100,7 @@ struct proxy_config {
         unsigned max_connections;
         uint64_t max_header_size;
         uint64_t response_buffer; /* response bytes buffered per client */
+        uint64_t splice_min;      /* response bodies this long are spliced; 0: never */
         char *error_log;
         int log_level;
         char server_header[64];

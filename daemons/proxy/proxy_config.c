@@ -43,6 +43,7 @@ struct server_settings {
         unsigned workers;
         uint64_t max_header_size;
         uint64_t response_buffer;
+        uint64_t splice_min;
 };
 
 #define S(name, type)                                                                              \
@@ -66,6 +67,7 @@ static const struct config_key server_keys[] = {
     S(workers, CONFIG_UINT),
     S(max_header_size, CONFIG_SIZE),
     S(response_buffer, CONFIG_SIZE),
+    S(splice_min, CONFIG_SIZE),
     {},
 };
 #undef S
@@ -75,7 +77,7 @@ static bool key_is_global(const char *key)
 {
         static const char *const global[] = {"listen",          "error_log", "log_level",
                                              "max_connections", "workers",   "max_header_size",
-                                             "response_buffer"};
+                                             "response_buffer", "splice_min"};
         for (size_t i = 0; i < ARRAY_SIZE(global); i++)
                 if (streq(key, global[i]))
                         return true;
@@ -269,6 +271,7 @@ static void server_defaults(struct server_settings *s)
             .workers = cpus > 0 ? (unsigned) cpus : 1,
             .max_header_size = 16 * 1024,
             .response_buffer = 1024 * 1024,
+            .splice_min = 256 * 1024,
         };
 }
 
@@ -691,6 +694,7 @@ static int build_global(struct builder *b)
                 config_diag_add(b->diag, true, b->f ? b->f->path : "--max-header-size", 0,
                                 "max_header_size", "must be between 1k and 1M%s", "");
         c->response_buffer = g->response_buffer < 64 * 1024 ? 64 * 1024 : g->response_buffer;
+        c->splice_min = g->splice_min;
         c->log_level = LOG_INFO;
         if (g->log_level) {
                 c->log_level = -1;

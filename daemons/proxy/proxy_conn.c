@@ -22,6 +22,7 @@
  */
 #include "proxy_worker.h"
 
+#include <poll.h>
 #include <stdio.h>
 #include <sys/socket.h>
 
@@ -30,6 +31,7 @@ static void conn_maybe_free(struct conn *c);
 static void on_recv(struct ring_op *op, int res, unsigned flags);
 static void on_send(struct ring_op *op, int res, unsigned flags);
 static void on_handoff(struct ring_op *op, int res, unsigned flags);
+static void on_writable(struct ring_op *op, int res, unsigned flags);
 
 struct io_uring_sqe *conn_sqe(struct conn *c, struct ring_op *op)
 {
@@ -48,8 +50,10 @@ struct conn *conn_new(struct worker *w, int fd, unsigned local_port)
                 return NULL;
         w->free_conns = c->next_free;
         *c = (struct conn){.w = w, .fd = fd, .local_port = local_port};
+        c->sp = (struct spipe){.rfd = -1, .wfd = -1};
         c->op_recv.handler = on_recv;
         c->op_send.handler = on_send;
+        c->op_sp_out.handler = on_writable;
         c->op_handoff.handler = on_handoff;
         c->peer_len = sizeof(c->peer);
         if (getpeername(fd, (struct sockaddr *) &c->peer, &c->peer_len) < 0)
@@ -123,6 +127,39 @@ void conn_send_pump(struct conn *c)
         io_uring_prep_sendmsg(sqe, c->fd, &c->msg, MSG_NOSIGNAL);
         c->send_busy = true;
         c->deadline = c->w->now + (c->vs ? c->vs->send_timeout : 60000);
+}
+
+void conn_wait_writable(struct conn *c)
+{
+        struct io_uring_sqe *sqe;
+
+        if (c->sp_out_armed || c->phase == PH_CLOSING)
+                return;
+        sqe = conn_sqe(c, &c->op_sp_out);
+        if (!sqe) {
+                conn_close(c);
+                return;
+        }
+        io_uring_prep_poll_add(sqe, c->fd, POLLOUT);
+        c->sp_out_armed = true;
+        c->deadline = c->w->now + (c->vs ? c->vs->send_timeout : 60000);
+}
+
+static void on_writable(struct ring_op *op, int res, unsigned flags)
+{
+        struct conn *c = container_of(op, struct conn, op_sp_out);
+
+        (void) res;
+        (void) flags;
+        c->inflight--;
+        c->sp_out_armed = false;
+        if (c->phase == PH_CLOSING) {
+                conn_maybe_free(c);
+                return;
+        }
+        c->deadline = 0;
+        if (c->phase == PH_UPSTREAM)
+                exchange_output_sent(c);
 }
 
 /* Everything queued has left: what comes next depends on what was sent. */
@@ -349,6 +386,7 @@ static void conn_free(struct conn *c)
         free(c->uphead);
         c->in = c->cbody = c->uphead = NULL;
         outq_clear(c);
+        spipe_put(w, &c->sp, c->sp_bytes == 0);
         if (c->cfg) {
                 atomic_fetch_sub(&c->cfg->refs, 1);
                 c->cfg = NULL;
@@ -395,6 +433,11 @@ void conn_close(struct conn *c)
                 struct io_uring_sqe *sqe = ring_sqe(&c->w->ring, NULL);
                 if (sqe)
                         io_uring_prep_cancel(sqe, &c->op_send, 0);
+        }
+        if (c->sp_out_armed) {
+                struct io_uring_sqe *sqe = ring_sqe(&c->w->ring, NULL);
+                if (sqe)
+                        io_uring_prep_cancel(sqe, &c->op_sp_out, 0);
         }
         conn_maybe_free(c);
 }
@@ -459,6 +502,9 @@ static void request_reset(struct conn *c)
         c->up_usec = 0;
         c->up_addr = NULL;
         c->body_broken = false;
+        spipe_put(c->w, &c->sp, c->sp_bytes == 0);
+        c->sp_on = false;
+        c->sp_bytes = 0;
 }
 
 static void log_access(struct conn *c)

@@ -10,6 +10,10 @@
  * dropped, our Server and Date, framing chosen for this client); the body is
  * read into the client's output queue up to response_buffer bytes ahead of
  * the client, so that a slow client does not hold an application worker.
+ * A body of at least splice_min bytes with a length goes through a pipe
+ * instead, moved with splice(2) from the upstream socket into the pipe and
+ * from the pipe to the client (response_buffer is the pipe's size): the
+ * kernel moves page references and the bytes never enter wharf-proxy.
  *
  * Failures before the first response byte try the next server of the group
  * when the request can be repeated (connect failures always; otherwise only
@@ -27,6 +31,7 @@
  */
 #include "proxy_worker.h"
 
+#include <fcntl.h>
 #include <netdb.h>
 #include <poll.h>
 
@@ -41,6 +46,8 @@
 static void up_send_pump(struct conn *c);
 static void up_recv_pump(struct conn *c);
 static void up_connect(struct conn *c);
+static void splice_pump(struct conn *c);
+static void splice_start(struct conn *c);
 
 /* ---- upstream connections ---- */
 
@@ -89,6 +96,8 @@ static void upconn_close(struct upconn *u)
                 upconn_cancel(u, &u->op_send);
         if (u->recv_busy)
                 upconn_cancel(u, &u->op_recv);
+        if (u->sp_in_armed)
+                upconn_cancel(u, &u->op_sp_in);
         upconn_maybe_free(u);
 }
 
@@ -96,6 +105,7 @@ static void on_up_connect(struct ring_op *op, int res, unsigned flags);
 static void on_up_send(struct ring_op *op, int res, unsigned flags);
 static void on_up_recv(struct ring_op *op, int res, unsigned flags);
 static void on_up_poll(struct ring_op *op, int res, unsigned flags);
+static void on_up_readable(struct ring_op *op, int res, unsigned flags);
 
 static struct upconn *upconn_new(struct worker *w)
 {
@@ -115,6 +125,7 @@ static struct upconn *upconn_new(struct worker *w)
         u->op_send.handler = on_up_send;
         u->op_recv.handler = on_up_recv;
         u->op_poll.handler = on_up_poll;
+        u->op_sp_in.handler = on_up_readable;
         u->all_next = w->up_all;
         if (w->up_all)
                 w->up_all->all_prev = u;
@@ -557,7 +568,7 @@ static void up_release(struct conn *c, bool reusable)
         c->up = NULL;
         atomic_fetch_sub(&u->server->active, 1);
         atomic_fetch_sub_explicit(&c->w->stats.upstream_busy, 1, memory_order_relaxed);
-        if (reusable && !u->send_busy && !u->recv_busy)
+        if (reusable && !u->send_busy && !u->recv_busy && !u->sp_in_armed)
                 pool_put(c->w, u, c->loc->upstream->keepalive);
         else
                 upconn_close(u);
@@ -841,7 +852,7 @@ static void response_complete(struct conn *c)
                 up_release(c, c->up_keep && body_done && !c->body_broken);
         }
         conn_send_pump(c);
-        if (c->out.bytes == 0)
+        if (c->out.bytes == 0 && c->sp_bytes == 0)
                 exchange_finish(c);
 }
 
@@ -1017,8 +1028,145 @@ static void response_head(struct conn *c)
                 response_complete(c);
                 return;
         }
+        if (resp.body == HTTP_RESP_LENGTH && c->cf == CF_LENGTH && c->cfg->splice_min > 0 &&
+            resp.content_length >= c->cfg->splice_min)
+                splice_start(c);
         if (rest > 0)
                 body_feed(c, p, rest);
+}
+
+/* ---- large bodies: upstream -> pipe -> client with splice(2) ---- */
+
+/* Takes the body through a pipe from here on; it stays with copying if none. */
+static void splice_start(struct conn *c)
+{
+        int fds[] = {c->up->fd, c->fd};
+
+        if (!spipe_get(c->w, &c->sp))
+                return;
+        /* splice(2) waits on a blocking socket whatever its flags say. */
+        for (size_t i = 0; i < ARRAY_SIZE(fds); i++) {
+                int fl = fcntl(fds[i], F_GETFL);
+                if (fl < 0 || (!(fl & O_NONBLOCK) && fcntl(fds[i], F_SETFL, fl | O_NONBLOCK) < 0)) {
+                        spipe_put(c->w, &c->sp, true);
+                        return;
+                }
+        }
+        c->sp_on = true;
+        c->sp_bytes = 0;
+}
+
+/* Upstream -> pipe. 1: bytes moved; 0: nothing now (a wait is armed); -1: failed. */
+static int splice_in(struct conn *c)
+{
+        struct upconn *u = c->up;
+        size_t room = c->sp.cap > c->sp_bytes ? c->sp.cap - c->sp_bytes : 0;
+        struct io_uring_sqe *sqe;
+        ssize_t n;
+
+        if (!u || u->sp_in_armed)
+                return 0;
+        if (room == 0) {
+                u->deadline = 0; /* the client is behind, not the upstream */
+                return 0;
+        }
+        n = splice(u->fd, NULL, c->sp.wfd, NULL, (size_t) min_u64(c->rleft, room),
+                   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (n > 0) {
+                c->rleft -= (uint64_t) n;
+                c->sp_bytes += (size_t) n;
+                c->body_bytes_out += (uint64_t) n;
+                u->deadline = c->w->now + c->loc->upstream->read_timeout;
+                return 1;
+        }
+        if (n == 0) {
+                up_fail(c, 502, "closed in the middle of the response", 0);
+                return -1;
+        }
+        if (errno != EAGAIN) {
+                up_fail(c, 502, "splice from the upstream", -errno);
+                return -1;
+        }
+        /*
+         * Nothing to read, or the pipe is out of slots (a slot per piece of
+         * a packet, not per page) before it is out of bytes: then the client
+         * has to take some first, and that comes back here.
+         */
+        if (u->sp_readable && c->sp_bytes > 0) {
+                u->deadline = 0;
+                return 0;
+        }
+        sqe = up_sqe(u, &u->op_sp_in);
+        if (!sqe) {
+                up_fail(c, 502, "no submission slot", 0);
+                return -1;
+        }
+        io_uring_prep_poll_add(sqe, u->fd, POLLIN);
+        u->sp_in_armed = true;
+        u->sp_readable = false;
+        u->deadline = c->w->now + c->loc->upstream->read_timeout;
+        return 0;
+}
+
+static void on_up_readable(struct ring_op *op, int res, unsigned flags)
+{
+        struct upconn *u = container_of(op, struct upconn, op_sp_in);
+        struct conn *c = u->c;
+
+        (void) flags;
+        u->inflight--;
+        u->sp_in_armed = false;
+        if (!c) {
+                upconn_maybe_free(u);
+                return;
+        }
+        u->sp_readable = res > 0;
+        splice_pump(c);
+}
+
+/* Pipe -> client, after what the output queue holds. Same results as splice_in. */
+static int splice_out(struct conn *c)
+{
+        ssize_t n;
+
+        if (c->sp_bytes == 0 || c->out.bytes > 0 || c->send_busy || c->sp_out_armed)
+                return 0;
+        n = splice(c->sp.rfd, NULL, c->fd, NULL, c->sp_bytes,
+                   SPLICE_F_MOVE | SPLICE_F_NONBLOCK | (c->rleft > 0 ? SPLICE_F_MORE : 0));
+        if (n > 0) {
+                c->sp_bytes -= (size_t) n;
+                c->deadline = 0;
+                return 1;
+        }
+        if (n < 0 && errno == EAGAIN) {
+                conn_wait_writable(c);
+                return 0;
+        }
+        log_debug("client went away during a spliced response: %s",
+                  n < 0 ? strerror(errno) : "no progress");
+        conn_close(c);
+        return -1;
+}
+
+static void splice_pump(struct conn *c)
+{
+        int in, out;
+
+        do {
+                in = c->rstate == RESP_BODY && c->rleft > 0 ? splice_in(c) : 0;
+                if (in < 0 || (out = splice_out(c)) < 0)
+                        return;
+        } while (in > 0 || out > 0);
+        if (c->rstate == RESP_BODY && c->rleft == 0) {
+                response_complete(c);
+                return;
+        }
+        if (c->rstate == RESP_DONE && c->sp_bytes == 0 && c->out.bytes == 0 && !c->send_busy) {
+                if (c->abort_after)
+                        conn_close(c);
+                else
+                        exchange_finish(c);
+        }
 }
 
 static void up_recv_pump(struct conn *c)
@@ -1028,6 +1176,10 @@ static void up_recv_pump(struct conn *c)
 
         if (!u || !u->connected || u->recv_busy || c->rstate == RESP_DONE)
                 return;
+        if (c->sp_on) {
+                splice_pump(c);
+                return;
+        }
         if (c->out.bytes >= c->cfg->response_buffer)
                 return; /* the client is behind: wait until it catches up */
         sqe = up_sqe(u, &u->op_recv);
@@ -1088,6 +1240,10 @@ static void on_up_recv(struct ring_op *op, int res, unsigned flags)
 
 void exchange_output_sent(struct conn *c)
 {
+        if (c->sp_on) {
+                splice_pump(c);
+                return;
+        }
         if (c->rstate == RESP_DONE) {
                 if (c->out.bytes > 0)
                         return;

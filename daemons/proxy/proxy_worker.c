@@ -13,6 +13,8 @@
 #include "proxy_worker.h"
 
 #include <netinet/in.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -56,6 +58,39 @@ void obuf_put(struct worker *w, struct obuf *b)
         b->next = w->free_obufs;
         w->free_obufs = b;
         w->n_free_obufs++;
+}
+
+bool spipe_get(struct worker *w, struct spipe *p)
+{
+        int fds[2];
+
+        if (w->n_free_pipes > 0) {
+                *p = w->free_pipes[--w->n_free_pipes];
+                return true;
+        }
+        if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0) {
+                log_warning("pipe for a spliced response: %s", strerror(errno));
+                return false;
+        }
+        /* As big as the read-ahead allowed; the kernel may cap it (pipe-max-size). */
+        int cap = fcntl(fds[1], F_SETPIPE_SZ, (int) min_u64(w->cfg->response_buffer, INT_MAX));
+        if (cap < 0)
+                cap = fcntl(fds[1], F_GETPIPE_SZ);
+        *p = (struct spipe){.rfd = fds[0], .wfd = fds[1], .cap = cap > 0 ? (size_t) cap : 65536};
+        return true;
+}
+
+void spipe_put(struct worker *w, struct spipe *p, bool empty)
+{
+        if (p->rfd < 0)
+                return;
+        if (empty && w->n_free_pipes < PIPE_FREE_MAX) {
+                w->free_pipes[w->n_free_pipes++] = *p;
+        } else {
+                close(p->rfd);
+                close(p->wfd);
+        }
+        p->rfd = p->wfd = -1;
 }
 
 struct access_log *worker_alog(struct worker *w, const struct proxy_config *cfg,
@@ -375,6 +410,7 @@ static int worker_setup(struct worker *w)
         }
         for (unsigned i = w->pool_size; i-- > 0;) {
                 w->conns[i].fd = -1;
+                w->conns[i].sp = (struct spipe){.rfd = -1, .wfd = -1};
                 w->conns[i].next_free = w->free_conns;
                 w->free_conns = &w->conns[i];
         }
@@ -400,8 +436,15 @@ static int worker_setup(struct worker *w)
 static void worker_teardown(struct worker *w)
 {
         if (w->conns)
-                for (unsigned i = 0; i < w->pool_size; i++)
+                for (unsigned i = 0; i < w->pool_size; i++) {
                         w->conns[i].fd = safe_close(w->conns[i].fd);
+                        spipe_put(w, &w->conns[i].sp, false);
+                }
+        while (w->n_free_pipes > 0) {
+                struct spipe *p = &w->free_pipes[--w->n_free_pipes];
+                close(p->rfd);
+                close(p->wfd);
+        }
         while (w->chans) {
                 struct chan *ch = w->chans;
                 w->chans = ch->next;

@@ -34,6 +34,7 @@
 #define POOL_SLACK 128
 #define LOG_LINE_MAX 1024 /* request line kept for the access log */
 #define LOG_FIELD_MAX 512 /* referer, user agent */
+#define PIPE_FREE_MAX 16 /* idle splice pipes kept per worker */
 /* A request body a client keeps sending after its answer is skipped up to this. */
 #define DISCARD_MAX (4 * 1024 * 1024)
 
@@ -47,6 +48,12 @@ struct obuf {
 struct outq {
         struct obuf *head, *tail;
         size_t bytes; /* not yet sent */
+};
+
+/* A pipe that a large response body passes through, upstream -> client. */
+struct spipe {
+        int rfd, wfd; /* -1: none */
+        size_t cap;
 };
 
 enum phase {
@@ -76,7 +83,9 @@ struct upconn {
         bool send_busy, recv_busy;
         bool idle;   /* in the worker's keep-alive pool */
         bool reused; /* came from the pool: may have been closed meanwhile */
-        struct ring_op op_connect, op_send, op_recv, op_poll;
+        bool sp_in_armed; /* a POLLIN for the splice of a body is in flight */
+        bool sp_readable; /* and it said readable */
+        struct ring_op op_connect, op_send, op_recv, op_poll, op_sp_in;
         uint64_t deadline;                  /* connect or read timeout; 0 none */
         struct upconn *next;                /* pool and free list */
         struct upconn *all_prev, *all_next; /* every live one, for the teardown */
@@ -165,6 +174,12 @@ struct conn {
         uint64_t rleft; /* length-delimited response bytes still to come */
         struct http_chunked rchunk;
         bool up_keep;    /* the upstream connection may be reused */
+        /* A large body goes through a pipe: sp_bytes of it are in there now. */
+        bool sp_on;
+        bool sp_out_armed; /* a POLLOUT on the client is in flight */
+        struct spipe sp;
+        size_t sp_bytes;
+        struct ring_op op_sp_out;
         bool fresh_only; /* an idle connection failed: open new ones for this request */
 
         /* Handoff message. */
@@ -218,6 +233,8 @@ struct worker {
 
         struct obuf *free_obufs;
         unsigned n_free_obufs;
+        struct spipe free_pipes[PIPE_FREE_MAX];
+        unsigned n_free_pipes;
 
         uint64_t now; /* ms */
         char date[HTTP_DATE_LEN + 1];
@@ -232,6 +249,10 @@ struct chan *chan_get(struct worker *w, const char *path);
 void chan_drop(struct chan *ch);
 struct obuf *obuf_get(struct worker *w);
 void obuf_put(struct worker *w, struct obuf *b);
+/* A pipe for splicing, non-blocking, about response_buffer big. */
+bool spipe_get(struct worker *w, struct spipe *p);
+/* Back to the pool if empty (else closed); p becomes none. */
+void spipe_put(struct worker *w, struct spipe *p, bool empty);
 struct access_log *worker_alog(struct worker *w, const struct proxy_config *cfg,
                                const struct vserver *vs);
 
@@ -243,6 +264,8 @@ void conn_idle_close(struct conn *c); /* on stop: close it if nothing is in prog
 void conn_timeout(struct conn *c);
 struct io_uring_sqe *conn_sqe(struct conn *c, struct ring_op *op);
 void conn_send_pump(struct conn *c);
+/* Calls exchange_output_sent once the client can take more bytes. */
+void conn_wait_writable(struct conn *c);
 void conn_recv_pump(struct conn *c);
 void conn_local_error(struct conn *c, int status);
 void conn_request_done(struct conn *c);

@@ -15,8 +15,10 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -25,6 +27,9 @@ from conftest import StaticServer, build_tree, static_binary_or_skip
 from proxy_fixtures import (ProxyServer, RawUpstream, proxy_binary_or_skip, read_http_request,
                             read_uwsgi_request)
 from wsgi_fixtures import WsgiServer, wsgi_binary_or_skip
+
+sys.path.insert(0, str(Path(__file__).parent / "apps"))
+from pep3333 import big_body  # noqa: E402 (the test app's own bytes)
 
 BINARY = proxy_binary_or_skip()
 
@@ -191,6 +196,95 @@ def test_body_over_limit_is_413_without_reading_it(proxies, app):
     with p.connect() as c:
         r = c.exchange("POST", "/env", [("Content-Length", str(9 * 1024 * 1024))])
         assert r.status == 413
+
+
+# ---------------------------------------------------------------------------
+# large response bodies: spliced upstream -> pipe -> client
+
+
+def pipes_of(pid: int) -> int:
+    """How many pipe ends the process holds (splice pipes are kept for reuse)."""
+    fds = Path(f"/proc/{pid}/fd")
+    return sum(1 for fd in fds.iterdir() if os.readlink(fd).startswith("pipe:"))
+
+
+@pytest.mark.parametrize("splice_min", ["256k", "0"])
+def test_large_body_arrives_intact_on_a_kept_connection(proxies, app, splice_min):
+    """Through the pipe (the default above 256k) or copied (splice_min = 0):
+    the same bytes, the connection stays in step, HEAD has no body."""
+    p = proxies(uwsgi_site(app, extra=f"splice_min = {splice_min}\n"))
+    pipes_before = pipes_of(p.daemon.pid)
+    sizes = [300 * 1024, 5 * 1024 * 1024 + 7]
+    with p.connect(timeout=20) as c:
+        for n in sizes:
+            r = c.exchange("GET", f"/big?n={n}")
+            assert r.status == 200 and int(r.header("Content-Length")) == n
+            assert r.body == big_body(n)
+        # Pipelined behind a large one.
+        c.send(wh.build_request("GET", f"/big?n={sizes[1]}") + wh.build_request("GET", "/env"))
+        big, small = c.read_responses(["GET", "GET"])
+        assert big.body == big_body(sizes[1]) and small.status == 200
+        r = c.exchange("HEAD", f"/big?n={sizes[1]}")
+        assert r.status == 200 and r.body == b""
+        assert c.exchange("GET", "/env").status == 200
+    spliced = pipes_of(p.daemon.pid) > pipes_before
+    assert spliced == (splice_min != "0"), "a pipe is kept for the next large body"
+
+
+def test_large_body_to_a_slow_client_through_a_small_pipe(proxies, app):
+    p = proxies(uwsgi_site(app, extra="response_buffer = 64k\nsplice_min = 64k\n"))
+    n = 3 * 1024 * 1024
+    with p.connect(timeout=30, rcvbuf=8192, recv_size=8192, read_delay=0.0005) as c:
+        r = c.exchange("GET", f"/big?n={n}")
+        assert r.status == 200 and r.body == big_body(n)
+        assert c.exchange("GET", "/env").status == 200
+
+
+def test_upstream_failing_in_a_spliced_body_aborts_the_client(proxies, app):
+    p = proxies(uwsgi_site(app))
+    n = 4 * 1024 * 1024
+    with p.connect(timeout=20) as c:
+        c.send(wh.build_request("GET", f"/big?n={n}&fail={1024 * 1024}"))
+        data = c.read_until_closed(10)
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and f"Content-Length: {n}".encode() in head
+    assert 0 < len(body) < n, "cut short, and the client can tell"
+    assert body == big_body(n)[:len(body)]
+    assert p.get("/env").status == 200, "the proxy goes on"
+
+
+def test_client_leaving_in_a_spliced_body(proxies, app):
+    p = proxies(uwsgi_site(app))
+    n = 8 * 1024 * 1024
+    for _ in range(3):
+        with p.connect(timeout=10, rcvbuf=8192) as c:
+            c.send(wh.build_request("GET", f"/big?n={n}"))
+            assert c.sock.recv(4096).startswith(b"HTTP/1.1 200")
+            c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+    assert p.get(f"/big?n={n}", timeout=20).body == big_body(n), "the proxy goes on"
+
+
+def test_large_body_from_an_http_upstream_is_spliced(proxies):
+    n = 2 * 1024 * 1024 + 3
+    body = big_body(n)
+
+    def handler(conn):
+        read_http_request(conn)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % n)
+        for i in range(0, n, 100000):
+            conn.sendall(body[i:i + 100000])
+            time.sleep(0.001)
+
+    up = RawUpstream(handler)
+    try:
+        p = proxies("[server]\nworkers = 1\n"
+                    f"[upstream raw]\nserver = {up.address}\n"
+                    "[location /]\nproxy_pass = raw\n")
+        r = p.get("/x", timeout=20)
+        assert r.status == 200 and r.body == body
+        assert pipes_of(p.daemon.pid) >= 2
+    finally:
+        up.close()
 
 
 # ---------------------------------------------------------------------------

@@ -227,6 +227,24 @@ static void test_all_problems_reported(void)
         proxy_config_free(c);
 }
 
+static void test_buffers(void)
+{
+        struct proxy_config *c = load("[server]\n[location /]\nreturn = 200\n");
+
+        if (ok(c != NULL, "defaults"))
+                ok(c->response_buffer == 1024 * 1024 && c->splice_min == 256 * 1024,
+                   "1M read ahead, bodies from 256k spliced");
+        proxy_config_free(c);
+        c = load("[server]\nresponse_buffer = 4M\nsplice_min = 0\n[location /]\nreturn = 200\n");
+        if (ok(c != NULL, "set"))
+                ok(c->response_buffer == 4 * 1024 * 1024 && c->splice_min == 0,
+                   "4M read ahead, splicing off");
+        proxy_config_free(c);
+        c = load("[server]\n[location /]\nreturn = 200\n[server b]\nsplice_min = 1M\n");
+        ok(!c && diag_has("splice_min", "whole daemon"), "splice_min only in the first [server]");
+        proxy_config_free(c);
+}
+
 static void test_no_locations_warns(void)
 {
         struct proxy_config *c = load("[server]\nserver_name = a\n");
@@ -244,6 +262,7 @@ int main(void)
         subtest("refusals", test_refusals);
         subtest("every problem at once", test_all_problems_reported);
         subtest("no locations", test_no_locations_warns);
+        subtest("response buffers", test_buffers);
         config_diag_done(&diag);
         return done_testing();
 }

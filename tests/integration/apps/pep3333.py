@@ -64,6 +64,17 @@ class Closing:
         trace("close-" + self.name)
 
 
+def big_body(n):
+    """n bytes that differ everywhere (a reordered or repeated piece shows):
+    the blake2b digests of 0, 1, 2, ... one after the other."""
+    out = bytearray()
+    i = 0
+    while len(out) < n:
+        out += hashlib.blake2b(i.to_bytes(8, "little")).digest()
+        i += 1
+    return bytes(out[:n])
+
+
 def plain(start_response, body, status="200 OK", ctype="text/plain", length=True):
     headers = [("Content-Type", ctype)]
     if length:
@@ -146,6 +157,14 @@ def app(environ, start_response):
     if path == "/slow-stream":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return Closing([b"x" * 65536] * 200, "slow")
+    if path == "/big":
+        # ?n=BYTES with a Content-Length; &fail=BYTES raises after that many.
+        body = big_body(int(q.get("n", "1048576")))
+        fail = int(q["fail"]) if "fail" in q else None
+        start_response("200 OK", [("Content-Type", "application/octet-stream"),
+                                  ("Content-Length", str(len(body)))])
+        chunks = [body[i:i + 65536] for i in range(0, len(body), 65536)]
+        return Closing(chunks, "big", fail_after=None if fail is None else fail // 65536)
     if path == "/write":
         write = start_response("200 OK", [("Content-Type", "text/plain")])
         write(b"written ")
