@@ -34,7 +34,7 @@
 #define POOL_SLACK 128
 #define LOG_LINE_MAX 1024 /* request line kept for the access log */
 #define LOG_FIELD_MAX 512 /* referer, user agent */
-#define PIPE_FREE_MAX 16 /* idle splice pipes kept per worker */
+#define PIPE_FREE_MAX 16  /* idle splice pipes kept per worker */
 /* A request body a client keeps sending after its answer is skipped up to this. */
 #define DISCARD_MAX (4 * 1024 * 1024)
 
@@ -81,8 +81,8 @@ struct upconn {
         unsigned inflight;
         bool connected;
         bool send_busy, recv_busy;
-        bool idle;   /* in the worker's keep-alive pool */
-        bool reused; /* came from the pool: may have been closed meanwhile */
+        bool idle;        /* in the worker's keep-alive pool */
+        bool reused;      /* came from the pool: may have been closed meanwhile */
         bool sp_in_armed; /* a POLLIN for the splice of a body is in flight */
         bool sp_readable; /* and it said readable */
         struct ring_op op_connect, op_send, op_recv, op_poll, op_sp_in;
@@ -173,7 +173,7 @@ struct conn {
         enum client_framing cf;
         uint64_t rleft; /* length-delimited response bytes still to come */
         struct http_chunked rchunk;
-        bool up_keep;    /* the upstream connection may be reused */
+        bool up_keep; /* the upstream connection may be reused */
         /* A large body goes through a pipe: sp_bytes of it are in there now. */
         bool sp_on;
         bool sp_out_armed; /* a POLLOUT on the client is in flight */
