@@ -683,21 +683,26 @@ static void on_handoff(struct ring_op *op, int res, unsigned flags)
 
         (void) flags;
         c->inflight--;
+        chan_sent(c->chan, res);
+        c->chan = NULL;
         if (c->phase == PH_CLOSING) {
                 conn_maybe_free(c);
                 return;
         }
         if (res < 0) {
-                /*
-                 * The channel may have been dropped meanwhile by another
-                 * connection's failure: look it up again rather than trust
-                 * the pointer.
-                 */
-                struct chan *ch = chan_find(c->w, c->loc->static_path);
+                if (!c->handoff_retried && (res == -EPIPE || res == -ECONNRESET)) {
+                        /*
+                         * That wharf-static is stopping (it shut the channel
+                         * for reading) or gone: the connection is still ours,
+                         * and a new channel reaches the next one.
+                         */
+                        log_info("handoff to %s: %s, trying a new channel", c->loc->static_path,
+                                 strerror(-res));
+                        c->handoff_retried = true;
+                        conn_try_handoff(c);
+                        return;
+                }
                 log_warning("handoff to %s failed: %s", c->loc->static_path, strerror(-res));
-                if (ch)
-                        chan_drop(ch);
-                c->chan = NULL;
                 c->phase = PH_HEAD;
                 c->close_after = true;
                 conn_local_error(c, 502);
@@ -753,12 +758,14 @@ static void conn_try_handoff(struct conn *c)
                 return;
         }
         io_uring_prep_sendmsg(sqe, c->chan->fd, &c->hd_msg, MSG_NOSIGNAL);
+        c->chan->sends++;
 }
 
 static void conn_handoff(struct conn *c)
 {
         c->phase = PH_HANDOFF;
         c->deadline = 0;
+        c->handoff_retried = false;
         if (c->recv_busy) {
                 struct io_uring_sqe *sqe = ring_sqe(&c->w->ring, NULL);
                 if (sqe)

@@ -134,7 +134,7 @@ static int alogs_open(struct worker *w)
 
 /* ---- handoff channels to wharf-static ---- */
 
-static void chan_arm(struct chan *ch);
+static bool chan_arm(struct chan *ch);
 
 static void chan_adopt(struct chan *ch, int fd, const struct handoff_info *info)
 {
@@ -164,6 +164,8 @@ static void chan_adopt(struct chan *ch, int fd, const struct handoff_info *info)
         conn_start(c, info->data, info->data_len);
 }
 
+static void chan_maybe_free(struct chan *ch);
+
 static void on_chan_recv(struct ring_op *op, int res, unsigned flags)
 {
         struct chan *ch = container_of(op, struct chan, op_recv);
@@ -172,15 +174,11 @@ static void on_chan_recv(struct ring_op *op, int res, unsigned flags)
 
         (void) flags;
         ch->recv_armed = false;
-        if (ch->fd < 0) {
-                /* Dropped while the receive was in flight. */
-                free(ch);
-                return;
-        }
         if (res <= 0) {
                 if (res != -ECANCELED)
                         log_info("handoff channel %s closed by wharf-static", ch->path);
-                chan_drop(ch);
+                ch->retired = true;
+                chan_maybe_free(ch);
                 return;
         }
         fd = handoff_rx_take_fd(&ch->rx);
@@ -192,30 +190,42 @@ static void on_chan_recv(struct ring_op *op, int res, unsigned flags)
         } else {
                 chan_adopt(ch, fd, &info);
         }
-        chan_arm(ch);
+        if (!chan_arm(ch))
+                chan_maybe_free(ch);
 }
 
-static void chan_arm(struct chan *ch)
+static bool chan_arm(struct chan *ch)
 {
         struct io_uring_sqe *sqe = ring_sqe(&ch->w->ring, &ch->op_recv);
 
-        if (!sqe)
-                return;
+        if (!sqe) {
+                ch->retired = true; /* cannot hear from it: new handoffs use a new one */
+                return false;
+        }
         handoff_rx_prepare(&ch->rx, ch->buf, sizeof(ch->buf));
         io_uring_prep_recvmsg(sqe, ch->fd, &ch->rx.msg, MSG_CMSG_CLOEXEC);
         ch->recv_armed = true;
+        return true;
 }
 
 /*
  * The channel to the wharf-static at path, connected on first use. The
  * connect on a unix socket does not block: it succeeds or fails at once.
  */
-struct chan *chan_find(struct worker *w, const char *path)
+static struct chan *chan_find(struct worker *w, const char *path)
 {
         for (struct chan *ch = w->chans; ch; ch = ch->next)
-                if (streq(ch->path, path))
+                if (!ch->retired && streq(ch->path, path))
                         return ch;
         return NULL;
+}
+
+void chan_sent(struct chan *ch, int res)
+{
+        ch->sends--;
+        if (res < 0)
+                ch->retired = true;
+        chan_maybe_free(ch);
 }
 
 struct chan *chan_get(struct worker *w, const char *path)
@@ -245,27 +255,30 @@ struct chan *chan_get(struct worker *w, const char *path)
         ch->op_recv.handler = on_chan_recv;
         ch->next = w->chans;
         w->chans = ch;
-        chan_arm(ch);
+        if (!chan_arm(ch)) {
+                chan_maybe_free(ch);
+                return NULL;
+        }
         return ch;
 }
 
-/* Forgets a channel (broken, or on stop); the next handoff connects anew. */
-void chan_drop(struct chan *ch)
+/*
+ * A retired channel goes once nothing more can come from it and no handoff
+ * sent on it is in flight: its descriptor number stays taken until then, so
+ * that no send meant for it can reach a socket that got the number anew.
+ */
+static void chan_maybe_free(struct chan *ch)
 {
         struct worker *w = ch->w;
 
+        if (!ch->retired || ch->recv_armed || ch->sends > 0)
+                return;
         for (struct chan **p = &w->chans; *p; p = &(*p)->next)
                 if (*p == ch) {
                         *p = ch->next;
                         break;
                 }
-        ch->fd = safe_close(ch->fd);
-        if (ch->recv_armed) {
-                struct io_uring_sqe *sqe = ring_sqe(&w->ring, NULL);
-                if (sqe)
-                        io_uring_prep_cancel(sqe, &ch->op_recv, 0);
-                return; /* freed by on_chan_recv */
-        }
+        safe_close(ch->fd);
         free(ch);
 }
 

@@ -100,6 +100,8 @@ struct chan {
         char path[sizeof(((struct sockaddr_un *) 0)->sun_path)];
         int fd;
         bool recv_armed;
+        bool retired;   /* takes no more handoffs; still receives handbacks until it ends */
+        unsigned sends; /* handoffs in flight on it */
         struct ring_op op_recv;
         struct handoff_rx rx;
         struct chan *next;
@@ -119,7 +121,8 @@ struct conn {
         bool body_broken; /* upstream stopped reading the body: discard the rest */
         unsigned requests;
         uint32_t handoff_flags;
-        bool static_refused; /* wharf-static returned it unread: answer 502 */
+        bool static_refused;  /* wharf-static returned it unread: answer 502 */
+        bool handoff_retried; /* the handoff failed once on a stopping wharf-static */
         struct ring_op op_recv, op_send, op_handoff;
         struct sockaddr_storage peer;
         socklen_t peer_len;
@@ -244,9 +247,9 @@ struct worker {
 };
 
 /* proxy_worker.c */
-struct chan *chan_find(struct worker *w, const char *path);
 struct chan *chan_get(struct worker *w, const char *path);
-void chan_drop(struct chan *ch);
+/* A handoff sent on ch completed with res; a failed one retires the channel. */
+void chan_sent(struct chan *ch, int res);
 struct obuf *obuf_get(struct worker *w);
 void obuf_put(struct worker *w, struct obuf *b);
 /* A pipe for splicing, non-blocking, about response_buffer big. */

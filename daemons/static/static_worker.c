@@ -7,6 +7,12 @@
  * expires timers, follows configuration reloads (a new config pointer; the
  * open-file cache is dropped) and, on stop, drains: no new connections,
  * idle ones closed or handed back, busy ones finished, a hard deadline.
+ *
+ * A handoff channel is shut down for reading at the stop: from then on the
+ * proxy's sends fail (EPIPE) and it hands over to the next wharf-static
+ * instead, while the connections it sent before are still in the channel.
+ * Those are received and served like any other, until the channel reads as
+ * ended: a restart loses none of them.
  */
 #include "static_worker.h"
 
@@ -28,6 +34,16 @@ static void update_date(struct worker *w)
 /* ---- handoff channels ---- */
 
 static void chan_arm(struct chan *ch);
+
+/* New handoffs go elsewhere; those already in the channel are still read. */
+static void chan_stop_receiving(struct chan *ch)
+{
+        if (shutdown(ch->fd, SHUT_RD) < 0) {
+                struct io_uring_sqe *sqe = ring_sqe(&ch->w->ring, NULL);
+                if (sqe)
+                        io_uring_prep_cancel(sqe, &ch->op_recv, 0);
+        }
+}
 
 void chan_put(struct chan *ch)
 {
@@ -51,7 +67,7 @@ static void chan_adopt(struct chan *ch, int fd, const struct handoff_info *info)
         struct worker *w = ch->w;
         struct conn *c;
 
-        if (w->stopping || w->n_conns >= w->cfg->s.max_connections || !(c = conn_new(w, fd))) {
+        if (w->n_conns >= w->cfg->s.max_connections || !(c = conn_new(w, fd))) {
                 /*
                  * Back to the proxy, untouched and marked, so that the client
                  * gets an answer (a 502 from the proxy) rather than a close.
@@ -59,8 +75,7 @@ static void chan_adopt(struct chan *ch, int fd, const struct handoff_info *info)
                  */
                 struct handoff_info back = *info;
                 back.flags |= HANDOFF_F_REFUSED;
-                log_warning("handoff: refusing a connection: %s",
-                            w->stopping ? "shutting down" : "at max_connections");
+                log_warning("handoff: refusing a connection: at max_connections");
                 int r = handoff_send(ch->fd, fd, &back);
                 if (r < 0)
                         log_errno(r, "handoff: cannot return the refused connection: %m");
@@ -90,8 +105,8 @@ static void on_chan_recv(struct ring_op *op, int res, unsigned flags)
         int fd, r;
 
         (void) flags;
-        if (res == -ECANCELED) {
-                /* We are stopping: no new handoffs, but handbacks still go out here. */
+        if (res == -ECANCELED || (res == 0 && ch->w->stopping)) {
+                /* Stopping, and all sent before it taken: handbacks still go out here. */
                 chan_put(ch);
                 return;
         }
@@ -109,10 +124,6 @@ static void on_chan_recv(struct ring_op *op, int res, unsigned flags)
                 safe_close(fd);
         } else {
                 chan_adopt(ch, fd, &info);
-        }
-        if (ch->w->stopping) {
-                chan_put(ch);
-                return;
         }
         chan_arm(ch);
 }
@@ -146,6 +157,8 @@ static void chan_new(struct worker *w, int fd)
         w->chans = ch;
         w->n_chans++;
         chan_arm(ch);
+        if (w->stopping)
+                chan_stop_receiving(ch); /* accepted as the stop began */
 }
 
 /* ---- accepting ---- */
@@ -236,11 +249,8 @@ static void worker_begin_stop(struct worker *w)
                 if (sqe)
                         io_uring_prep_cancel(sqe, &w->accepts[i].op, 0);
         }
-        for (struct chan *ch = w->chans; ch; ch = ch->next) {
-                struct io_uring_sqe *sqe = ring_sqe(&w->ring, NULL);
-                if (sqe)
-                        io_uring_prep_cancel(sqe, &ch->op_recv, 0);
-        }
+        for (struct chan *ch = w->chans; ch; ch = ch->next)
+                chan_stop_receiving(ch);
         for (unsigned i = 0; i < w->pool_size; i++) {
                 struct conn *c = &w->conns[i];
                 if (c->fd >= 0 && c->state == CONN_IDLE)

@@ -638,6 +638,61 @@ def test_sigterm_closes_a_silent_fresh_connection_soon(proxies, app):
     assert p.daemon.wait_exit(10) == 0
 
 
+def test_static_restarts_under_load_lose_no_request(proxies, app, tmp_path):
+    """wharf-static restarted behind the same handoff socket (as systemd does)
+    while clients keep asking for files: the stopping one serves what was
+    handed to it, the proxy hands the rest to the next one; no request fails."""
+    binary = static_binary_or_skip()
+    tree = build_tree(tmp_path / "tree")
+    work = wh.short_tempdir("px-st2-")
+    st = StaticServer(binary, tree.root, work, sockets=("handoff",),
+                      config={"prefix": "/static/", "workers": 1})
+    st.start()
+    try:
+        p = proxies(uwsgi_site(app) + f"[location /static/]\nstatic = {st.handoff_path}\n")
+        name = sorted(f for f in os.listdir(tree.root) if os.path.isfile(tree.root / f))[0]
+        want = (tree.root / name).read_bytes()
+        stop = threading.Event()
+        served, failures = [], []
+
+        def client():
+            while not stop.is_set():
+                try:
+                    with p.connect(timeout=10) as c:
+                        for _ in range(50):
+                            r = c.exchange("GET", f"/static/{name}")
+                            if r.status != 200 or r.body != want:
+                                failures.append(f"{r.status} {r.body[:80]!r}")
+                            served.append(1)
+                            if r.header("Connection") == "close" or stop.is_set():
+                                break
+                except (OSError, AssertionError) as e:
+                    failures.append(repr(e))
+
+        clients = [threading.Thread(target=client) for _ in range(4)]
+        for t in clients:
+            t.start()
+        time.sleep(0.5)
+        counts = []
+        for _ in range(3):
+            before = len(served)
+            st.daemon.check_clean_exit(st.daemon.stop(10))
+            mark = st.notify.mark()
+            st.daemon.start()
+            st.notify.wait_for("READY=1", 5, since=mark)
+            time.sleep(0.5)
+            counts.append((before, len(served)))
+        stop.set()
+        for t in clients:
+            t.join(20)
+        assert not failures, f"{len(failures)} failed of {len(served)}: {failures[:5]}"
+        assert all(a > 0 and b > a for a, b in counts), f"served around each restart: {counts}"
+    finally:
+        st.stop()
+        st.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def test_static_refusing_gives_502_not_a_close(proxies, app, tmp_path):
     binary = static_binary_or_skip()
     tree = build_tree(tmp_path / "tree")
