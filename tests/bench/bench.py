@@ -1016,6 +1016,16 @@ def application(environ, start_response):
                               ("Content-Length", str(len(body)))])
     return [body]
 '''
+BIG_APP = '''\
+BODY = bytes(range(256)) * 4096
+
+
+def application(environ, start_response):
+    start_response("200 OK", [("Content-Type", "application/octet-stream"),
+                              ("Content-Length", str(len(BODY)))])
+    return [BODY]
+'''
+BIG_BODY = bytes(range(256)) * 4096
 UPLOAD_LUA = f"""
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/octet-stream"
@@ -1027,6 +1037,8 @@ PROXY_CASES = (
     Case("static-1k", "1 KiB static file, keep-alive", "/static/1k.bin", 1024),
     Case("static-1m", "1 MiB static file, keep-alive", "/static/1m.bin", 1 << 20,
          throughput=True),
+    Case("app-1m", "1 MiB response from the application (spliced through wharf-proxy)", "/",
+         len(BIG_BODY), throughput=True),
     Case("upload-20m", "20 MiB upload (POST, the application reads it all)", "/upload",
          len(b"ok 0\n")),
     Case("django-json", f"Django JSON view /api/posts/ ({DJANGO_POSTS} posts)",
@@ -1140,10 +1152,11 @@ class ProxyStack:
         return "\n".join(s.log_tail() for s in self.servers)
 
 
-def proxy_config(upstream_lines, locations, body_limit="100M"):
+def proxy_config(upstream_lines, locations, body_limit="100M", server_extra=""):
     return ("[server]\nlisten = 127.0.0.1:$port\nworkers = 1\naccess_log = off\n"
             f"log_level = warning\nclient_max_body_size = {body_limit}\n"
-            "keepalive_requests = 1000000\n\n" + upstream_lines + "\n" + locations)
+            "keepalive_requests = 1000000\n" + server_extra + "\n" + upstream_lines + "\n" +
+            locations)
 
 
 def summarize_proxy(runs, stacks, cases, args):
@@ -1197,6 +1210,7 @@ def main_proxy(args):
         apps_dir = tmp / "apps"
         apps_dir.mkdir(mode=0o755)
         (apps_dir / "upload.py").write_text(UPLOAD_APP)
+        (apps_dir / "big.py").write_text(BIG_APP)
         root = tmp / "root"
         (root / "static").mkdir(parents=True, mode=0o755)
         root.chmod(0o755)
@@ -1219,6 +1233,7 @@ def main_proxy(args):
 
         apps = [WsgiApp("hello", f"pythonpath = {REPO / 'tests/integration/apps'}\n"
                                  "module = hello:application"),
+                WsgiApp("app-1m", f"pythonpath = {apps_dir}\nmodule = big:application"),
                 WsgiApp("upload-20m", f"pythonpath = {apps_dir}\nmodule = upload:application")]
         project, env, reason = prepare_django(tmp)
         if reason:
@@ -1238,15 +1253,19 @@ def main_proxy(args):
                 continue
             # Persistent connections to wharf-wsgi are the default setup
             # (examples/proxy/proxy.ini); hello also runs without, to show
-            # what they save.
-            variants = [("", 64)]
+            # what they save; the large response also runs copied instead
+            # of spliced.
+            variants = [("", 64, "")]
             if app.name == "hello":
-                variants = [("", 64), (" no-keepalive", 0)]
-            for suffix, keepalive in variants:
+                variants.append((" no-keepalive", 0, ""))
+            if app.name == "app-1m":
+                variants.append((" copied", 64, "splice_min = 0\n"))
+            for suffix, keepalive, extra in variants:
                 proxy = WharfProxy(
                     tmp, args.server_cpu, f"wharf-proxy-{app.name}{suffix}", args.wharf_proxy,
                     proxy_config(f"[upstream app]\nserver = unix:{mine.socket_path}\n"
-                                 f"keepalive = {keepalive}\n", "[location /]\nuwsgi_pass = app\n"))
+                                 f"keepalive = {keepalive}\n", "[location /]\nuwsgi_pass = app\n",
+                                 server_extra=extra))
                 if start(proxy):
                     stacks.append(ProxyStack(f"wharf{suffix}", app.name, proxy.port,
                                              [proxy, mine], mine))
@@ -1281,6 +1300,8 @@ def main_proxy(args):
                 expect[case.name] = HELLO_BODY
             elif case.name.startswith("static-"):
                 expect[case.name] = contents[case.path.rsplit("/", 1)[1]]
+            elif case.name == "app-1m":
+                expect[case.name] = BIG_BODY
             elif case.name == "upload-20m":
                 expect[case.name] = b"ok 0\n"
             else:
