@@ -191,6 +191,19 @@ enum wsgi_key {
         _WSGI_KEY_MAX,
 };
 
+#define WSGI_KEY_TABLE 64 /* a power of two, over twice the names */
+
+/* Where a variable name starts looking in wsgi_py.key_table; name has len >= 2. */
+static inline unsigned wsgi_key_hash(const char *name, size_t len)
+{
+        unsigned h = (unsigned) len * 0x9E37u;
+
+        h ^= (unsigned char) name[len - 1] * 0x85EBu;
+        h ^= (unsigned char) name[len - 2] * 0xC2B3u;
+        h ^= (unsigned char) name[len / 2] * 0x27D5u;
+        return (h ^ (h >> 7)) & (WSGI_KEY_TABLE - 1);
+}
+
 /*
  * The interpreter-wide objects of one process. Created by
  * wsgi_python_init() and wsgi_python_load_app(), owned here, released by
@@ -206,7 +219,9 @@ struct wsgi_py {
         PyObject *errors;                /* owned: the one wsgi.errors object */
         PyObject *version;               /* owned: (1, 0) */
         PyObject *keys[_WSGI_KEY_MAX];   /* owned, interned */
-        PyObject *traceback_format;      /* owned: traceback.format_exception */
+        /* The names below K_V_HTTP by wsgi_key_hash(): index + 1, 0 empty. */
+        unsigned char key_table[WSGI_KEY_TABLE];
+        PyObject *traceback_format; /* owned: traceback.format_exception */
 };
 
 /* One client connection of a worker; buf is the worker's, reused. */

@@ -146,12 +146,21 @@ static int sys_path_insert(const char *path, Py_ssize_t pos)
         return r;
 }
 
+_Static_assert(K_V_HTTP * 2 <= WSGI_KEY_TABLE, "the key table must stay at most half full");
+
 static int make_keys(struct wsgi_py *py)
 {
         for (int i = 0; i < _WSGI_KEY_MAX; i++) {
                 py->keys[i] = PyUnicode_InternFromString(key_names[i]);
                 if (!py->keys[i])
                         return -ENOMEM;
+        }
+        /* Open addressing, linear probing: a lookup costs a hash and about one compare. */
+        for (int i = 0; i < K_V_HTTP; i++) {
+                unsigned j = wsgi_key_hash(key_names[i], strlen(key_names[i]));
+                while (py->key_table[j])
+                        j = (j + 1) & (WSGI_KEY_TABLE - 1);
+                py->key_table[j] = (unsigned char) (i + 1);
         }
         py->version = Py_BuildValue("(ii)", 1, 0);
         if (!py->version)

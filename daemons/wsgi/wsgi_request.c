@@ -14,10 +14,11 @@
  * socket call and every wait releases it (gil_release()), so the other
  * `threads` of a worker and the application's own threads run meanwhile.
  *
- * Signals: the handlers in main.c only set flags. They are checked between
- * requests (a memory read), and when the worker goes idle it blocks them,
- * checks again and sleeps in ppoll() with them unblocked, so a signal is
- * never lost between the check and the sleep.
+ * Signals: the handlers in main.c only set flags. A serving thread keeps
+ * them blocked; they are checked between requests (a memory read), and when
+ * the thread goes idle it checks again and sleeps in ppoll() with them
+ * unblocked, so a signal is never lost between the check and the sleep and
+ * no request pays a sigprocmask.
  */
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -47,6 +48,8 @@
 #define IOV_BATCH 64
 #define HEAD_MAX (16 * 1024)
 #define DRAIN_CHUNK 65536
+#define VCACHE_SLOTS 64
+#define VCACHE_MAX 256 /* longer environ values are not kept for reuse */
 
 static const char error_500[] = "Internal Server Error\n";
 
@@ -76,8 +79,10 @@ struct worker {
         int idle[IDLE_MAX];            /* kept-alive uwsgi connections, waiting */
         uint64_t idle_until[IDLE_MAX]; /* monotonic ms */
         size_t n_idle;
-        PyThreadState *ts; /* saved while the GIL is released */
-        sigset_t block;    /* the signals the handlers watch */
+        PyThreadState *ts;  /* saved while the GIL is released */
+        sigset_t block;     /* the signals the handlers watch */
+        sigset_t unblocked; /* the mask while idle in ppoll() (they are blocked otherwise) */
+        PyObject *vcache[VCACHE_SLOTS]; /* owned: recent environ values, see value_str() */
 };
 
 static bool stop_requested(struct worker *w)
@@ -454,9 +459,35 @@ static int send_iterable(struct wsgi_req *req, PyObject *result)
 
 /* ---- the environ ---- */
 
-static int set_item(PyObject *env, PyObject *key, const char *v, size_t len)
+/*
+ * The bytes v as a str (latin-1, PEP 3333). Most values repeat from one
+ * request to the next (method, protocol, host, port, user agent, address),
+ * so each thread keeps the last value it made for each variable, in a slot
+ * picked by the key object, and hands it out again while the bytes are the
+ * same: a str is immutable, and sharing it saves its allocation. The bytes
+ * are always compared, so a slot shared by two keys costs only a miss.
+ */
+static PyObject *value_str(struct worker *w, PyObject *key, const char *v, size_t len)
 {
-        PyObject *value = PyUnicode_DecodeLatin1(v, (Py_ssize_t) len, NULL); /* owned */
+        PyObject **slot = &w->vcache[((uintptr_t) key * 0x9E3779B97F4A7C15ull) >> 58];
+        PyObject *s = *slot;
+
+        if (s && (size_t) PyUnicode_GET_LENGTH(s) == len &&
+            memcmp(PyUnicode_1BYTE_DATA(s), v, len) == 0) {
+                Py_INCREF(s);
+                return s;
+        }
+        s = PyUnicode_DecodeLatin1(v, (Py_ssize_t) len, NULL);
+        if (s && len <= VCACHE_MAX && PyUnicode_KIND(s) == PyUnicode_1BYTE_KIND) {
+                Py_INCREF(s);
+                Py_XSETREF(*slot, s);
+        }
+        return s;
+}
+
+static int set_item(struct worker *w, PyObject *env, PyObject *key, const char *v, size_t len)
+{
+        PyObject *value = value_str(w, key, v, len); /* owned */
         if (!value)
                 return -1;
         int r = PyDict_SetItem(env, key, value);
@@ -465,13 +496,14 @@ static int set_item(PyObject *env, PyObject *key, const char *v, size_t len)
 }
 
 /* Sets key, or appends ", value" (or "; " for cookies) when it is already there. */
-static int set_or_join(PyObject *env, PyObject *key, const char *v, size_t len, bool cookie)
+static int set_or_join(struct worker *w, PyObject *env, PyObject *key, const char *v, size_t len,
+                       bool cookie)
 {
         PyObject *old = PyDict_GetItemWithError(env, key); /* borrowed */
         PyObject *value, *joined;                          /* owned */
 
         if (!old)
-                return PyErr_Occurred() ? -1 : set_item(env, key, v, len);
+                return PyErr_Occurred() ? -1 : set_item(w, env, key, v, len);
         value = PyUnicode_FromFormat("%U%s", old, cookie ? "; " : ", ");
         if (!value)
                 return -1;
@@ -512,8 +544,11 @@ static int set_common(const struct worker *w, PyObject *env, PyObject *scheme, P
 /* The interned key for a name we know (CGI variables, common headers), or NULL. */
 static PyObject *known_key(const struct wsgi_py *py, const char *name, size_t len)
 {
-        for (int i = 0; i < K_V_HTTP; i++) {
-                PyObject *k = py->keys[i];
+        if (len < 2)
+                return NULL;
+        for (unsigned j = wsgi_key_hash(name, len); py->key_table[j];
+             j = (j + 1) & (WSGI_KEY_TABLE - 1)) {
+                PyObject *k = py->keys[py->key_table[j] - 1];
                 if ((size_t) PyUnicode_GET_LENGTH(k) == len &&
                     memcmp(PyUnicode_1BYTE_DATA(k), name, len) == 0)
                         return k;
@@ -589,7 +624,8 @@ static PyObject *environ_http(struct worker *w, struct wsgi_conn *c, const struc
         if (hr->method == HTTP_GET) {
                 if (PyDict_SetItem(env, k[K_REQUEST_METHOD], k[K_V_GET]) < 0)
                         goto fail;
-        } else if (set_item(env, k[K_REQUEST_METHOD], hr->method_name.ptr, hr->method_name.len) < 0)
+        } else if (set_item(w, env, k[K_REQUEST_METHOD], hr->method_name.ptr, hr->method_name.len) <
+                   0)
                 goto fail;
         if (PyDict_SetItem(env, k[K_SCRIPT_NAME], k[K_V_EMPTY]) < 0 ||
             PyDict_SetItem(env, k[K_SERVER_PROTOCOL],
@@ -599,17 +635,17 @@ static PyObject *environ_http(struct worker *w, struct wsgi_conn *c, const struc
                 /* The path is at most HTTP_MAX_TARGET bytes: decoding only shrinks it. */
                 char path[HTTP_MAX_TARGET];
                 size_t n = percent_decode(hr->path.ptr, min_size(hr->path.len, sizeof(path)), path);
-                if (set_item(env, k[K_PATH_INFO], path, n) < 0)
+                if (set_item(w, env, k[K_PATH_INFO], path, n) < 0)
                         goto fail;
         }
-        if (set_item(env, k[K_QUERY_STRING], hr->query.ptr, hr->query.len) < 0 ||
-            set_item(env, k[K_REQUEST_URI], hr->target.ptr, hr->target.len) < 0)
+        if (set_item(w, env, k[K_QUERY_STRING], hr->query.ptr, hr->query.len) < 0 ||
+            set_item(w, env, k[K_REQUEST_URI], hr->target.ptr, hr->target.len) < 0)
                 goto fail;
 
         if (decoded_length >= 0) {
                 char n[24];
                 int len = snprintf(n, sizeof(n), "%lld", (long long) decoded_length);
-                if (set_item(env, k[K_CONTENT_LENGTH], n, (size_t) len) < 0)
+                if (set_item(w, env, k[K_CONTENT_LENGTH], n, (size_t) len) < 0)
                         goto fail;
         }
         for (size_t i = 0; i < hr->n_headers; i++) {
@@ -617,14 +653,14 @@ static PyObject *environ_http(struct worker *w, struct wsgi_conn *c, const struc
                 if (decoded_length >= 0 && span_eq_case(h->name, "Transfer-Encoding"))
                         continue;
                 if (span_eq_case(h->name, "Content-Type")) {
-                        if (set_or_join(env, k[K_CONTENT_TYPE], h->value.ptr, h->value.len, false) <
-                            0)
+                        if (set_or_join(w, env, k[K_CONTENT_TYPE], h->value.ptr, h->value.len,
+                                        false) < 0)
                                 goto fail;
                         continue;
                 }
                 if (span_eq_case(h->name, "Content-Length")) {
                         /* The parser refused differing duplicates: one value is enough. */
-                        if (set_item(env, k[K_CONTENT_LENGTH], h->value.ptr, h->value.len) < 0)
+                        if (set_item(w, env, k[K_CONTENT_LENGTH], h->value.ptr, h->value.len) < 0)
                                 goto fail;
                         continue;
                 }
@@ -645,7 +681,8 @@ static PyObject *environ_http(struct worker *w, struct wsgi_conn *c, const struc
                                 goto fail;
                         key = made;
                 }
-                int r = set_or_join(env, key, h->value.ptr, h->value.len, key == k[K_HTTP_COOKIE]);
+                int r =
+                    set_or_join(w, env, key, h->value.ptr, h->value.len, key == k[K_HTTP_COOKIE]);
                 Py_XDECREF(made);
                 if (r < 0)
                         goto fail;
@@ -668,13 +705,13 @@ static PyObject *environ_http(struct worker *w, struct wsgi_conn *c, const struc
                         he = colon ? colon : end;
                 }
                 if (he > h) {
-                        if (set_item(env, k[K_SERVER_NAME], h, (size_t) (he - h)) < 0)
+                        if (set_item(w, env, k[K_SERVER_NAME], h, (size_t) (he - h)) < 0)
                                 goto fail;
                         have_name = true;
                 }
                 if (colon && colon + 1 < end) {
-                        if (set_item(env, k[K_SERVER_PORT], colon + 1, (size_t) (end - colon - 1)) <
-                            0)
+                        if (set_item(w, env, k[K_SERVER_PORT], colon + 1,
+                                     (size_t) (end - colon - 1)) < 0)
                                 goto fail;
                         have_port = true;
                 }
@@ -683,16 +720,16 @@ static PyObject *environ_http(struct worker *w, struct wsgi_conn *c, const struc
                 char p[8];
                 local_addr(c, host, sizeof(host), &port);
                 int n = snprintf(p, sizeof(p), "%u", port);
-                if ((!have_name && set_item(env, k[K_SERVER_NAME], host, strlen(host)) < 0) ||
-                    (!have_port && set_item(env, k[K_SERVER_PORT], p, (size_t) n) < 0))
+                if ((!have_name && set_item(w, env, k[K_SERVER_NAME], host, strlen(host)) < 0) ||
+                    (!have_port && set_item(w, env, k[K_SERVER_PORT], p, (size_t) n) < 0))
                         goto fail;
         }
         addr_text(&c->peer, host, sizeof(host), &port);
         if (host[0]) {
                 char p[8];
                 int n = snprintf(p, sizeof(p), "%u", port);
-                if (set_item(env, k[K_REMOTE_ADDR], host, strlen(host)) < 0 ||
-                    set_item(env, k[K_REMOTE_PORT], p, (size_t) n) < 0)
+                if (set_item(w, env, k[K_REMOTE_ADDR], host, strlen(host)) < 0 ||
+                    set_item(w, env, k[K_REMOTE_PORT], p, (size_t) n) < 0)
                         goto fail;
         }
         if (set_common(w, env, k[K_V_HTTP], input) < 0)
@@ -734,10 +771,10 @@ static PyObject *environ_uwsgi(struct worker *w, struct wsgi_conn *c,
                 }
                 int r;
                 if (v->key.len > 5 && memcmp(v->key.ptr, "HTTP_", 5) == 0)
-                        r = set_or_join(env, key, v->value.ptr, v->value.len,
+                        r = set_or_join(w, env, key, v->value.ptr, v->value.len,
                                         key == k[K_HTTP_COOKIE]);
                 else
-                        r = set_item(env, key, v->value.ptr, v->value.len);
+                        r = set_item(w, env, key, v->value.ptr, v->value.len);
                 Py_XDECREF(own);
                 if (r < 0)
                         goto fail;
@@ -817,6 +854,9 @@ static enum outcome broken(const struct wsgi_req *req)
 
 static void call_close(const struct wsgi_py *py, PyObject *result, const char *desc)
 {
+        /* A list or tuple has none: asking would raise and drop an AttributeError. */
+        if (PyList_CheckExact(result) || PyTuple_CheckExact(result))
+                return;
         PyObject *close = PyObject_GetAttrString(result, "close"); /* owned */
         if (!close) {
                 PyErr_Clear();
@@ -952,7 +992,9 @@ static void slot_begin(struct worker *w, const char *desc)
 {
         if (!w->status)
                 return;
-        snprintf(w->status->request, sizeof(w->status->request), "%s", desc);
+        size_t n = strnlen(desc, sizeof(w->status->request) - 1);
+        memcpy(w->status->request, desc, n);
+        w->status->request[n] = '\0';
         atomic_store(&w->status->request_ms, now_ms());
         atomic_store(&w->status->busy, 1);
 }
@@ -1097,14 +1139,22 @@ static enum outcome serve(struct worker *w, struct wsgi_conn *c, const struct ht
 
 static void describe(char *out, size_t size, struct span method, struct span target)
 {
-        snprintf(out, size, "%.*s %.*s", (int) min_size(method.len, 16), method.ptr,
-                 (int) min_size(target.len, size), target.ptr);
+        size_t m = min_size(min_size(method.len, 16), size - 1);
+        size_t t = min_size(target.len, size - 1 - m - (m < size - 1));
+
+        if (m > 0)
+                memcpy(out, method.ptr, m);
+        if (m < size - 1)
+                out[m++] = ' ';
+        if (t > 0)
+                memcpy(out + m, target.ptr, t);
+        out[m + t] = '\0';
 }
 
 /*
  * ppoll() on the first nfds entries of w->pfds for at most max_ms, with the
- * signals unblocked only inside it: they are blocked, the flags checked, and
- * ppoll() unblocks them atomically, so none is lost in between. The thread
+ * signals unblocked only inside it: the flags are checked with them blocked,
+ * and ppoll() unblocks them atomically, so none is lost in between. The thread
  * that feeds the watchdog (thread 0 without a master) wakes in time for it.
  * Returns ppoll()'s count (0: the time is up), or -errno (-EINTR: a signal).
  */
@@ -1112,7 +1162,6 @@ static int idle_poll(struct worker *w, size_t nfds, uint64_t max_ms)
 {
         struct notify *n = w->index == 0 ? w->srv->notify : NULL;
         uint64_t ms = max_ms;
-        sigset_t old;
         int r = 0, e = 0;
 
         if (n)
@@ -1121,12 +1170,10 @@ static int idle_poll(struct worker *w, size_t nfds, uint64_t max_ms)
                               .tv_nsec = (long) (ms % 1000) * 1000000};
         for (size_t i = 0; i < nfds; i++)
                 w->pfds[i].revents = 0;
-        pthread_sigmask(SIG_BLOCK, &w->block, &old);
         if (!stop_requested(w)) {
-                r = ppoll(w->pfds, nfds, &ts, &old);
+                r = ppoll(w->pfds, nfds, &ts, &w->unblocked);
                 e = errno;
         }
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
         if (n)
                 (void) notify_tick(n, now_us());
         return r < 0 ? -e : r;
@@ -1396,6 +1443,7 @@ static void wait_and_serve_idle(struct worker *w)
 /* The accept-and-serve loop of one thread. Called without the GIL. */
 static void serve_loop(struct worker *w)
 {
+        pthread_sigmask(SIG_BLOCK, &w->block, &w->unblocked);
         for (;;) {
                 struct wsgi_conn c = {
                     .buf = w->buf,
@@ -1419,6 +1467,7 @@ static void serve_loop(struct worker *w)
                 (void) close(c.fd);
         }
         idle_close_all(w);
+        pthread_sigmask(SIG_SETMASK, &w->unblocked, NULL);
 }
 
 /* Threads after the first get their own Python thread state. */
@@ -1431,6 +1480,8 @@ static void *thread_main(void *arg)
         serve_loop(w);
         PyEval_RestoreThread(w->ts);
         wsgi_req_objects_done(&w->objs);
+        for (size_t i = 0; i < VCACHE_SLOTS; i++)
+                Py_CLEAR(w->vcache[i]);
         PyGILState_Release(st);
         return NULL;
 }
@@ -1503,6 +1554,8 @@ int wsgi_worker_run(const struct wsgi_server *srv, const struct wsgi_py *py, str
                 (void) pthread_join(w[i].thread, NULL);
         PyEval_RestoreThread(w[0].ts);
         wsgi_req_objects_done(&w[0].objs);
+        for (size_t i = 0; i < VCACHE_SLOTS; i++)
+                Py_CLEAR(w[0].vcache[i]);
 done:
         for (unsigned i = 0; i < n; i++) {
                 free(w[i].buf);
