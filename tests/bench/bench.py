@@ -114,16 +114,22 @@ def process_tree(root):
     return tree
 
 
-def cpu_seconds(pids):
-    """utime + stime of the processes; /proc/PID/stat counts all their threads."""
-    ticks = 0
+def cpu_times(pids):
+    """(utime, stime) of the processes in seconds; /proc/PID/stat counts all
+    their threads."""
+    user = system = 0
     for pid in pids:
         try:
             fields = proc_stat_fields(pid)
         except OSError:
             continue
-        ticks += int(fields[11]) + int(fields[12])  # fields 14 and 15
-    return ticks / CLK_TCK
+        user += int(fields[11])  # field 14
+        system += int(fields[12])  # field 15
+    return user / CLK_TCK, system / CLK_TCK
+
+
+def cpu_seconds(pids):
+    return sum(cpu_times(pids))
 
 
 def unprivileged_user():
@@ -463,6 +469,7 @@ class Run:
     mib_per_s: float = 0.0
     app_cpu_s: float = 0.0  # wsgi: the application server's process tree alone
     app_cpu_us_per_req: float = 0.0
+    app_user_us_per_req: float = 0.0  # wsgi: of which in user space (the rest: the kernel)
     rss_kib_per_worker: float = 0.0  # wsgi: VmRSS of the workers after the run
     wrk: dict = field(default_factory=dict)
 
@@ -504,9 +511,9 @@ def run_wrk(args, server, case, rnd, lua, content):
     cmd.append(url)
 
     app_pids = server.app_pids() if hasattr(server, "app_pids") else []
-    before, app_before = cpu_seconds(server.pids()), cpu_seconds(app_pids)
+    before, app_before = cpu_seconds(server.pids()), cpu_times(app_pids)
     out = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    after, app_after = cpu_seconds(server.pids()), cpu_seconds(app_pids)
+    after, app_after = cpu_seconds(server.pids()), cpu_times(app_pids)
 
     summary = None
     for line in out.stdout.splitlines():
@@ -523,10 +530,11 @@ def run_wrk(args, server, case, rnd, lua, content):
     run.req_per_s = n / run.duration_s
     run.p99_ms = summary["p99_us"] / 1e3
     run.server_cpu_s = after - before
-    run.app_cpu_s = app_after - app_before
+    run.app_cpu_s = sum(app_after) - sum(app_before)
     if n > 0:
         run.cpu_us_per_req = run.server_cpu_s * 1e6 / n
         run.app_cpu_us_per_req = run.app_cpu_s * 1e6 / n
+        run.app_user_us_per_req = (app_after[0] - app_before[0]) * 1e6 / n
     if hasattr(server, "worker_rss_kib"):
         run.rss_kib_per_worker = server.worker_rss_kib()
     if run.server_cpu_s > 0:
@@ -870,7 +878,7 @@ def fetch(url):
 def summarize_wsgi(runs, stacks, cases, args):
     medians, tables = {}, []
     attrs = ("req_per_s", "p99_ms", "cpu_us_per_req", "app_cpu_us_per_req",
-             "rss_kib_per_worker")
+             "app_user_us_per_req", "rss_kib_per_worker")
     for case in cases:
         per_server = {}
         names = [s.name for s in stacks if s.case == case.name]
@@ -881,7 +889,8 @@ def summarize_wsgi(runs, stacks, cases, args):
         medians[case.name] = per_server
         base = per_server.get(WSGI_BASELINE, {})
         head = ["server", "req/s", f"vs {WSGI_BASELINE}", "p99 ms", "CPU µs/req (stack)",
-                "CPU µs/req (app server)", "RSS/worker MiB"]
+                "CPU µs/req (app server)", "of which user space", f"app server vs {WSGI_BASELINE}",
+                "RSS/worker MiB"]
         lines = [f"### {case.title}",
                  "",
                  f"nginx (one worker) -> uwsgi_pass -> the server; {args.connections} "
@@ -899,6 +908,8 @@ def summarize_wsgi(runs, stacks, cases, args):
                          ratio(m["req_per_s"], base.get("req_per_s")),
                          fmt(m["p99_ms"], ".2f"), fmt(m["cpu_us_per_req"], ".1f"),
                          fmt(m["app_cpu_us_per_req"], ".1f"),
+                         fmt(m["app_user_us_per_req"], ".1f"),
+                         ratio(m["app_cpu_us_per_req"], base.get("app_cpu_us_per_req")),
                          fmt(m["rss_kib_per_worker"] / 1024, ".1f")]
                 if m["valid_rounds"] < args.rounds:
                     cells[0] += f" ({m['valid_rounds']}/{args.rounds} rounds)"
