@@ -62,6 +62,28 @@ struct upstream {
 
 enum location_kind { LOC_UWSGI, LOC_HTTP, LOC_STATIC, LOC_RETURN, _LOC_KIND_MAX };
 
+/* The variables a `return` may use, with nginx's names and meanings. */
+enum proxy_var {
+        PV_HOST,        /* $host: Host without the port, lowercase; else server_name */
+        PV_HTTP_HOST,   /* $http_host: the Host header as sent */
+        PV_REQUEST_URI, /* $request_uri: the request-target as sent, query included */
+        PV_URI,         /* $uri: the normalised path */
+        PV_ARGS,        /* $args, $query_string: the query, without '?' */
+        PV_SCHEME,      /* $scheme: http or https */
+        PV_SERVER_NAME, /* $server_name: the server's first server_name */
+        PV_SERVER_PORT, /* $server_port: the port the connection came in on */
+        PV_REMOTE_ADDR, /* $remote_addr: the client's address */
+        _PV_MAX,
+};
+
+/*
+ * The variable named at s, just after a '$' ($name or ${name}). Returns it
+ * and sets *len to the bytes its name takes after the '$'; returns -1 for a
+ * name that is no variable (*len > 0) or no name at all (*len 0: the '$' is
+ * a plain character).
+ */
+int proxy_var_parse(const char *s, size_t *len);
+
 struct location {
         char *prefix;
         size_t prefix_len;

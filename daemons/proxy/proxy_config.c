@@ -12,6 +12,7 @@
  * is simply the last [server] seen. Every problem is reported with the file
  * and line it comes from, and all of them are reported, not just the first.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -485,8 +486,40 @@ static struct upstream *upstream_find(struct proxy_config *c, const char *name)
         return NULL;
 }
 
-/* "301 https://example.com/" or "404" or "200 text" */
-static int return_parse(const char *v, struct location *l)
+int proxy_var_parse(const char *s, size_t *len)
+{
+        static const char *const names[] = {
+            [PV_HOST] = "host",
+            [PV_HTTP_HOST] = "http_host",
+            [PV_REQUEST_URI] = "request_uri",
+            [PV_URI] = "uri",
+            [PV_ARGS] = "args",
+            [PV_SCHEME] = "scheme",
+            [PV_SERVER_NAME] = "server_name",
+            [PV_SERVER_PORT] = "server_port",
+            [PV_REMOTE_ADDR] = "remote_addr",
+        };
+        bool braced = *s == '{';
+        const char *name = s + braced;
+        size_t n = 0;
+
+        while (isalnum((unsigned char) name[n]) || name[n] == '_')
+                n++;
+        if (braced && name[n] != '}')
+                n = 0; /* "${" without a closed name: plain text */
+        *len = n == 0 ? 0 : n + 2 * braced;
+        if (n == 0)
+                return -1;
+        if (n == 12 && !strncmp(name, "query_string", 12))
+                return PV_ARGS;
+        for (size_t i = 0; i < ARRAY_SIZE(names); i++)
+                if (strlen(names[i]) == n && !strncmp(name, names[i], n))
+                        return (int) i;
+        return -1;
+}
+
+/* "301 https://example.com/" or "404" or "200 text", with $variables. */
+static int return_parse(const char *v, struct location *l, const char **ret_unknown)
 {
         char *end;
         unsigned long st = strtoul(v, &end, 10);
@@ -497,6 +530,14 @@ static int return_parse(const char *v, struct location *l)
         end += strspn(end, " ");
         if ((st == 301 || st == 302 || st == 303 || st == 307 || st == 308) && !*end)
                 return -EINVAL; /* a redirect needs a target */
+        for (const char *p = strchr(end, '$'); p; p = strchr(p, '$')) {
+                size_t n;
+                if (proxy_var_parse(++p, &n) < 0 && n > 0) {
+                        *ret_unknown = p - 1;
+                        return -ENOENT;
+                }
+                p += n;
+        }
         l->return_target = strdup(end);
         return l->return_target ? 0 : -ENOMEM;
 }
@@ -587,15 +628,25 @@ static int build_location(struct builder *b, size_t i, struct location *l)
                 if (!l->static_path)
                         return -ENOMEM;
         } else {
+                const char *unknown = NULL;
                 l->kind = LOC_RETURN;
-                r = return_parse(s->return_, l);
+                r = return_parse(s->return_, l, &unknown);
                 if (r == -ENOMEM)
                         return r;
-                if (r < 0)
+                if (r == -ENOENT) {
+                        size_t n;
+                        (void) proxy_var_parse(unknown + 1, &n);
+                        config_diag_add(b->diag, true, b->f->path, e->line, "return",
+                                        "unknown variable %.*s (known: $host $http_host "
+                                        "$request_uri $uri $args $query_string $scheme "
+                                        "$server_name $server_port $remote_addr)",
+                                        (int) n + 1, unknown);
+                } else if (r < 0) {
                         config_diag_add(b->diag, true, b->f->path, e->line, "return",
                                         "'%s' is not 'STATUS [URL or text]' (200..599; a "
                                         "redirect needs its URL)",
                                         s->return_);
+                }
         }
         for (size_t j = 0; j < s->add_header.n; j++) {
                 r = add_header_append(l, s->add_header.v[j]);

@@ -22,6 +22,8 @@
  */
 #include "proxy_worker.h"
 
+#include <ctype.h>
+#include <netdb.h>
 #include <poll.h>
 #include <stdio.h>
 #include <sys/socket.h>
@@ -657,19 +659,137 @@ static void skip_body(struct conn *c, const struct http_request *req)
         c->close_after = true;
 }
 
-static void conn_return(struct conn *c, const struct location *l)
+void addr_text(const struct sockaddr_storage *ss, socklen_t len, char *addr, size_t addr_size,
+               char *port, size_t port_size)
 {
-        char extra[2048];
-        int st = l->return_status;
+        if (len == 0 || ss->ss_family == AF_UNIX ||
+            getnameinfo((const struct sockaddr *) ss, len, addr, (socklen_t) addr_size, port,
+                        (socklen_t) port_size, NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+                snprintf(addr, addr_size, "%s", len && ss->ss_family == AF_UNIX ? "unix:" : "");
+                snprintf(port, port_size, "%s", "");
+        }
+        /* A v4 client on a dual-stack socket reads as itself. */
+        if (!strncmp(addr, "::ffff:", 7) && strchr(addr + 7, '.'))
+                memmove(addr, addr + 7, strlen(addr + 7) + 1);
+}
 
+/* What a `return` needs of the request to fill in its variables. */
+struct return_ctx {
+        const struct http_request *req;
+        const char *uri; /* the normalised path */
+        size_t uri_len;
+};
+
+/* $host: the Host without its port, lowercase; the server's name without one. */
+static struct span host_of(const struct conn *c, const struct http_request *req, char *buf,
+                           size_t size)
+{
+        struct span h = req->host;
+        size_t n = h.len;
+
+        if (n == 0) {
+                const char *name = c->vs->names.n ? c->vs->names.v[0] : "";
+                return (struct span){name, strlen(name)};
+        }
+        if (h.ptr[0] == '[') { /* [v6]:port */
+                const char *close = memchr(h.ptr, ']', h.len);
+                n = close ? (size_t) (close - h.ptr) + 1 : h.len;
+        } else {
+                const char *colon = memchr(h.ptr, ':', h.len);
+                if (colon)
+                        n = (size_t) (colon - h.ptr);
+        }
+        n = min_size(n, size);
+        for (size_t i = 0; i < n; i++)
+                buf[i] = (char) tolower((unsigned char) h.ptr[i]);
+        return (struct span){buf, n};
+}
+
+/*
+ * The template with its $variables filled in, into out. Returns the length,
+ * or -1 when it does not fit or a value would put a control character into
+ * the response head (the caller answers 400: the request is at fault).
+ */
+static ssize_t return_expand(const struct conn *c, const struct return_ctx *x, const char *tmpl,
+                             char *out, size_t size)
+{
+        char host[256], addr[INET6_ADDRSTRLEN + 8], port[16];
+        size_t len = 0;
+
+        for (const char *p = tmpl; *p;) {
+                struct span v = {p, 1};
+                size_t n = 0;
+                int var = *p == '$' ? proxy_var_parse(p + 1, &n) : -1;
+                switch (var) {
+                case PV_HOST:
+                        v = host_of(c, x->req, host, sizeof(host));
+                        break;
+                case PV_HTTP_HOST:
+                        v = x->req->host;
+                        break;
+                case PV_REQUEST_URI:
+                        v = x->req->target;
+                        break;
+                case PV_URI:
+                        v = (struct span){x->uri, x->uri_len};
+                        break;
+                case PV_ARGS:
+                        v = x->req->query;
+                        break;
+                case PV_SCHEME:
+                        v = span_from_str(c->handoff_flags & HANDOFF_F_TLS ? "https" : "http");
+                        break;
+                case PV_SERVER_NAME:
+                        v = span_from_str(c->vs->names.n ? c->vs->names.v[0] : "");
+                        break;
+                case PV_SERVER_PORT:
+                        snprintf(port, sizeof(port), "%u", c->local_port);
+                        v = span_from_str(port);
+                        break;
+                case PV_REMOTE_ADDR:
+                        addr_text(&c->peer, c->peer_len, addr, sizeof(addr), port, sizeof(port));
+                        v = span_from_str(addr);
+                        break;
+                default:
+                        n = 0; /* a plain '$', or any other character */
+                        break;
+                }
+                p += var >= 0 ? n + 1 : 1;
+                if (v.len > size - len)
+                        return -1;
+                for (size_t i = 0; i < v.len; i++)
+                        if ((unsigned char) v.ptr[i] < 0x20 || v.ptr[i] == 0x7f)
+                                return -1;
+                memcpy(out + len, v.ptr, v.len);
+                len += v.len;
+        }
+        return (ssize_t) len;
+}
+
+static void conn_return(struct conn *c, const struct location *l, const struct return_ctx *x)
+{
+        char extra[4096 + 16], text[4096];
+        int st = l->return_status;
+        ssize_t n = return_expand(c, x, l->return_target, text, sizeof(text));
+        size_t hl = l->add_headers_len;
+        const char *h = l->add_headers ? l->add_headers : "";
+
+        if (n < 0) {
+                log_info("return: the value for %s does not fit in a response", l->return_target);
+                conn_local_error(c, 400);
+                return;
+        }
         if (st == 301 || st == 302 || st == 303 || st == 307 || st == 308) {
-                int n = snprintf(extra, sizeof(extra), "Location: %s\r\n%.*s", l->return_target,
-                                 (int) l->add_headers_len, l->add_headers ? l->add_headers : "");
-                conn_local(c, st, n > 0 && (size_t) n < sizeof(extra) ? extra : NULL, NULL, 0);
-        } else if (*l->return_target) {
-                snprintf(extra, sizeof(extra), "%.*s", (int) l->add_headers_len,
-                         l->add_headers ? l->add_headers : "");
-                conn_local(c, st, extra, l->return_target, strlen(l->return_target));
+                int k = snprintf(extra, sizeof(extra), "Location: %.*s\r\n%.*s", (int) n, text,
+                                 (int) hl, h);
+                if (k < 0 || (size_t) k >= sizeof(extra)) {
+                        conn_local_error(c, 500);
+                        return;
+                }
+                conn_local(c, st, extra, NULL, 0);
+        } else if (n > 0) {
+                snprintf(extra, sizeof(extra), "%.*s", (int) hl, h);
+                conn_local(c, st, extra, text, (size_t) n);
         } else {
                 conn_local(c, st, NULL, NULL, 0);
         }
@@ -828,11 +948,14 @@ static void conn_route(struct conn *c, const struct http_request *req, size_t he
                 }
                 conn_handoff(c);
                 return;
-        case LOC_RETURN:
+        case LOC_RETURN: {
+                /* Consuming only moves offsets: req still points at the head. */
+                struct return_ctx x = {req, path, (size_t) plen};
                 conn_consume(c, head_len);
                 skip_body(c, req);
-                conn_return(c, c->loc);
+                conn_return(c, c->loc, &x);
                 return;
+        }
         case LOC_UWSGI:
         case LOC_HTTP:
                 break;

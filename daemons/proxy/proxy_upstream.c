@@ -357,20 +357,6 @@ static bool seen_before(const struct http_request *req, size_t i)
         return false;
 }
 
-static void format_addr(const struct sockaddr_storage *ss, socklen_t len, char *addr,
-                        size_t addr_size, char *port, size_t port_size)
-{
-        if (len == 0 || ss->ss_family == AF_UNIX ||
-            getnameinfo((const struct sockaddr *) ss, len, addr, (socklen_t) addr_size, port,
-                        (socklen_t) port_size, NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
-                snprintf(addr, addr_size, "%s", len && ss->ss_family == AF_UNIX ? "unix:" : "");
-                snprintf(port, port_size, "%s", "");
-        }
-        /* A v4 client on a dual-stack socket reads as itself. */
-        if (!strncmp(addr, "::ffff:", 7) && strchr(addr + 7, '.'))
-                memmove(addr, addr + 7, strlen(addr + 7) + 1);
-}
-
 static ssize_t build_uwsgi(struct conn *c, const struct http_request *req, uint64_t body_len,
                            bool keepalive)
 {
@@ -387,7 +373,7 @@ static ssize_t build_uwsgi(struct conn *c, const struct http_request *req, uint6
         plen = http_path_normalize(req->path.ptr, req->path.len, path, sizeof(path), 0);
         if (plen < 0)
                 plen = 0;
-        format_addr(&c->peer, c->peer_len, addr, sizeof(addr), port, sizeof(port));
+        addr_text(&c->peer, c->peer_len, addr, sizeof(addr), port, sizeof(port));
         snprintf(lport, sizeof(lport), "%u", c->local_port);
         snprintf(clen, sizeof(clen), "%llu", (unsigned long long) body_len);
 
@@ -458,7 +444,7 @@ static ssize_t build_http(struct conn *c, const struct http_request *req, uint64
         const struct http_header *conn_hdr = http_find_header(req, "Connection");
 
         http_writer_init(&hw, c->uphead, UP_HEAD_MAX);
-        format_addr(&c->peer, c->peer_len, addr, sizeof(addr), port, sizeof(port));
+        addr_text(&c->peer, c->peer_len, addr, sizeof(addr), port, sizeof(port));
         http_write_raw(&hw, req->method_name.ptr, req->method_name.len);
         http_write_raw(&hw, " ", 1);
         http_write_raw(&hw, req->target.ptr, req->target.len);

@@ -275,6 +275,9 @@ void conn_request_done(struct conn *c);
 /* Appends bytes for the client; false when out of memory. */
 bool outq_append(struct conn *c, const void *data, size_t len);
 void conn_consume(struct conn *c, size_t n);
+/* The numeric address and port of a peer, "unix:" and "" for a unix socket. */
+void addr_text(const struct sockaddr_storage *ss, socklen_t len, char *addr, size_t addr_size,
+               char *port, size_t port_size);
 
 /* proxy_upstream.c */
 /*

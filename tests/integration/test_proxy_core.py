@@ -344,6 +344,35 @@ def test_routes_exact_prefix_return_vhost_add_header(proxies, app):
     assert p.get("/stream", [("Host", "other")]).status == 200, "unknown host: default"
 
 
+def test_return_with_variables(proxies):
+    """The tutorial's HTTPS redirect and nginx's other variables, filled in
+    from the request; a value that would break the head is refused."""
+    p = proxies("[server]\nworkers = 1\nserver_name = example.org\n"
+                "[location /]\nreturn = 301 https://$host$request_uri\n"
+                "[location /v/]\nreturn = 200 $scheme|$http_host|$uri|$args|${query_string}|"
+                "$server_name|$server_port|$remote_addr|$|${uri\n")
+    r = p.get("/a/b?x=1&y=%20", [("Host", "WWW.Example.COM:8080")])
+    assert r.status == 301 and r.header("Location") == "https://www.example.com/a/b?x=1&y=%20"
+    r = p.get("/a", [("Host", "[::1]:8080")])
+    assert r.header("Location") == "https://[::1]/a"
+    with p.connect() as c:
+        c.send(b"GET /c HTTP/1.0\r\n\r\n")  # no Host: the server's name
+        r = c.read_response()
+        assert r.status == 301 and r.header("Location") == "https://example.org/c"
+    r = p.get("/v/../v/x/?q=1", [("Host", "h:1")])
+    assert r.status == 200
+    assert r.body == (f"http|h:1|/v/x/|q=1|q=1|example.org|{p.port}|127.0.0.1|$|${{uri"
+                      .encode())
+
+
+def test_return_refuses_unknown_variables(tmp_path):
+    bad = tmp_path / "bad.ini"
+    bad.write_text("[server]\n[location /]\nreturn = 301 https://$hots$request_uri\n")
+    out = subprocess.run([BINARY, "-c", bad, "--check-config"], capture_output=True, text=True)
+    assert out.returncode != 0
+    assert f"{bad}:3" in out.stderr and "unknown variable $hots" in out.stderr
+
+
 # ---------------------------------------------------------------------------
 # proxy_pass and misbehaving upstreams
 

@@ -245,6 +245,38 @@ static void test_buffers(void)
         proxy_config_free(c);
 }
 
+static void test_return_variables(void)
+{
+        struct {
+                const char *s;
+                int var;
+                size_t len;
+        } cases[] = {
+            {"host$request_uri", PV_HOST, 4},
+            {"{host}x", PV_HOST, 6},
+            {"request_uri", PV_REQUEST_URI, 11},
+            {"query_string&", PV_ARGS, 12},
+            {"remote_addr", PV_REMOTE_ADDR, 11},
+            {"hosts", -1, 5},
+            {"{uri", -1, 0},
+            {"{}", -1, 0},
+            {"/path", -1, 0},
+            {"", -1, 0},
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+                size_t len = 99;
+                int v = proxy_var_parse(cases[i].s, &len);
+                ok(v == cases[i].var && len == cases[i].len, "$%s: %d, %zu bytes", cases[i].s, v,
+                   len);
+        }
+        struct proxy_config *c = load("[server]\n[location /]\nreturn = 301 https://$host$uri$\n");
+        ok(c != NULL, "known variables and a trailing '$' load");
+        proxy_config_free(c);
+        c = load("[server]\n[location /]\nreturn = 301 https://$hostname/\n");
+        ok(!c && diag_has(":3", "unknown variable $hostname"), "an unknown one is refused");
+        proxy_config_free(c);
+}
+
 static void test_no_locations_warns(void)
 {
         struct proxy_config *c = load("[server]\nserver_name = a\n");
@@ -263,6 +295,7 @@ int main(void)
         subtest("every problem at once", test_all_problems_reported);
         subtest("no locations", test_no_locations_warns);
         subtest("response buffers", test_buffers);
+        subtest("return variables", test_return_variables);
         config_diag_done(&diag);
         return done_testing();
 }
