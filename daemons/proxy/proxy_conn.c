@@ -48,9 +48,16 @@ struct conn *conn_new(struct worker *w, int fd, unsigned local_port)
 {
         struct conn *c = w->free_conns;
 
-        if (!c)
+        /*
+         * Freed ones first; the pool's untouched tail only at a new peak, so
+         * that its memory is only ever as big as the most connections seen.
+         */
+        if (c)
+                w->free_conns = c->next_free;
+        else if (w->pool_used < w->pool_size)
+                c = &w->conns[w->pool_used++];
+        else
                 return NULL;
-        w->free_conns = c->next_free;
         *c = (struct conn){.w = w, .fd = fd, .local_port = local_port};
         c->sp = (struct spipe){.rfd = -1, .wfd = -1};
         c->op_recv.handler = on_recv;

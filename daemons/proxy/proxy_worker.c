@@ -369,7 +369,7 @@ static void efd_arm(struct worker *w)
 
 static void timers_expire(struct worker *w)
 {
-        for (unsigned i = 0; i < w->pool_size; i++) {
+        for (unsigned i = 0; i < w->pool_used; i++) {
                 struct conn *c = &w->conns[i];
                 if (c->fd < 0 || c->phase == PH_CLOSING)
                         continue;
@@ -386,7 +386,7 @@ static void worker_begin_stop(struct worker *w)
         w->stop_deadline = w->now + STOP_GRACE_MS;
         accept_cancel_all(w);
         upconn_pool_drop_all(w);
-        for (unsigned i = 0; i < w->pool_size; i++)
+        for (unsigned i = 0; i < w->pool_used; i++)
                 if (w->conns[i].fd >= 0)
                         conn_idle_close(&w->conns[i]);
 }
@@ -421,12 +421,6 @@ static int worker_setup(struct worker *w)
                 w->stats.health.error_what = "memory for connections";
                 return -ENOMEM;
         }
-        for (unsigned i = w->pool_size; i-- > 0;) {
-                w->conns[i].fd = -1;
-                w->conns[i].sp = (struct spipe){.rfd = -1, .wfd = -1};
-                w->conns[i].next_free = w->free_conns;
-                w->free_conns = &w->conns[i];
-        }
         r = alogs_open(w);
         if (r < 0) {
                 w->stats.health.error_what = "access log";
@@ -449,7 +443,7 @@ static int worker_setup(struct worker *w)
 static void worker_teardown(struct worker *w)
 {
         if (w->conns)
-                for (unsigned i = 0; i < w->pool_size; i++) {
+                for (unsigned i = 0; i < w->pool_used; i++) {
                         w->conns[i].fd = safe_close(w->conns[i].fd);
                         spipe_put(w, &w->conns[i].sp, false);
                 }
@@ -520,7 +514,7 @@ static void *worker_main(void *arg)
                                 if (!w->accepts[i].armed)
                                         accept_arm(&w->accepts[i]);
                 /* Receives that found no provided buffer free try again. */
-                for (unsigned i = 0; i < w->pool_size; i++)
+                for (unsigned i = 0; i < w->pool_used; i++)
                         if (w->conns[i].fd >= 0 && w->conns[i].phase != PH_CLOSING)
                                 conn_recv_pump(&w->conns[i]);
                 for (size_t i = 0; i < w->n_alogs; i++)

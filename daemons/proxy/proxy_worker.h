@@ -219,6 +219,7 @@ struct worker {
 
         struct conn *conns;
         unsigned pool_size;
+        unsigned pool_used; /* conns[0..pool_used) were handed out: the rest is untouched */
         struct conn *free_conns;
         unsigned n_conns;
         struct chan *chans;

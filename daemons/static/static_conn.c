@@ -335,9 +335,16 @@ struct conn *conn_new(struct worker *w, int fd)
 {
         struct conn *c = w->free_conns;
 
-        if (!c)
+        /*
+         * Freed ones first; the pool's untouched tail only at a new peak, so
+         * that its memory is only ever as big as the most connections seen.
+         */
+        if (c)
+                w->free_conns = c->next_free;
+        else if (w->pool_used < w->pool_size)
+                c = &w->conns[w->pool_used++];
+        else
                 return NULL;
-        w->free_conns = c->next_free;
         *c = (struct conn){.w = w, .fd = fd, .state = CONN_IDLE, .file.fd = -1};
         w->n_conns++;
         atomic_store_explicit(&w->stats.connections, w->n_conns, memory_order_relaxed);

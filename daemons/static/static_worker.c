@@ -251,7 +251,7 @@ static void worker_begin_stop(struct worker *w)
         }
         for (struct chan *ch = w->chans; ch; ch = ch->next)
                 chan_stop_receiving(ch);
-        for (unsigned i = 0; i < w->pool_size; i++) {
+        for (unsigned i = 0; i < w->pool_used; i++) {
                 struct conn *c = &w->conns[i];
                 if (c->fd >= 0 && c->state == CONN_IDLE)
                         conn_idle(c);
@@ -288,11 +288,6 @@ static int worker_setup(struct worker *w)
                 w->stats.health.error_what = "memory for connections";
                 return -ENOMEM;
         }
-        for (unsigned i = w->pool_size; i-- > 0;) {
-                w->conns[i].fd = -1;
-                w->conns[i].next_free = w->free_conns;
-                w->free_conns = &w->conns[i];
-        }
         r = access_log_open(&w->alog, w->cfg->s.access_log ? w->cfg->s.access_log : "off");
         if (r < 0) {
                 w->stats.health.error_what = "access log";
@@ -316,7 +311,7 @@ static void worker_teardown(struct worker *w)
 {
         /* Connections still open at the hard deadline are closed without ceremony. */
         if (w->conns)
-                for (unsigned i = 0; i < w->pool_size; i++)
+                for (unsigned i = 0; i < w->pool_used; i++)
                         w->conns[i].fd = safe_close(w->conns[i].fd);
         while (w->chans) {
                 struct chan *ch = w->chans;
