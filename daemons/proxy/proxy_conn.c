@@ -767,7 +767,8 @@ static ssize_t return_expand(const struct conn *c, const struct return_ctx *x, c
                 for (size_t i = 0; i < v.len; i++)
                         if ((unsigned char) v.ptr[i] < 0x20 || v.ptr[i] == 0x7f)
                                 return -1;
-                memcpy(out + len, v.ptr, v.len);
+                if (v.len > 0)
+                        memcpy(out + len, v.ptr, v.len);
                 len += v.len;
         }
         return (ssize_t) len;

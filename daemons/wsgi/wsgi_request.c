@@ -473,7 +473,7 @@ static PyObject *value_str(struct worker *w, PyObject *key, const char *v, size_
         PyObject *s = *slot;
 
         if (s && (size_t) PyUnicode_GET_LENGTH(s) == len &&
-            memcmp(PyUnicode_1BYTE_DATA(s), v, len) == 0) {
+            (len == 0 || memcmp(PyUnicode_1BYTE_DATA(s), v, len) == 0)) {
                 Py_INCREF(s);
                 return s;
         }

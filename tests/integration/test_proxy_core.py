@@ -359,6 +359,8 @@ def test_return_with_variables(proxies):
         c.send(b"GET /c HTTP/1.0\r\n\r\n")  # no Host: the server's name
         r = c.read_response()
         assert r.status == 301 and r.header("Location") == "https://example.org/c"
+    r = p.get("/v/", [("Host", "h")])  # no query, no port: empty values
+    assert r.status == 200 and r.body.startswith(b"http|h|/v/|||example.org|")
     r = p.get("/v/../v/x/?q=1", [("Host", "h:1")])
     assert r.status == 200
     assert r.body == (f"http|h:1|/v/x/|q=1|q=1|example.org|{p.port}|127.0.0.1|$|${{uri"
