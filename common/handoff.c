@@ -29,12 +29,12 @@
 #define HANDOFF_OFF_FLAGS 8
 #define HANDOFF_OFF_DATA_LEN 12
 #define HANDOFF_OFF_PEER_LEN 16
-#define HANDOFF_OFF_RESERVED 18
+#define HANDOFF_OFF_ID 18
 #define HANDOFF_OFF_REQUESTS 20
 #define HANDOFF_OFF_PEER 24
 #define HANDOFF_PEER_SIZE 128
 
-#define HANDOFF_KNOWN_FLAGS (HANDOFF_F_TLS | HANDOFF_F_REFUSED)
+#define HANDOFF_KNOWN_FLAGS (HANDOFF_F_TLS | HANDOFF_F_REFUSED | HANDOFF_F_ACK)
 
 _Static_assert(HANDOFF_CMSG_SPACE(1) == CMSG_SPACE(sizeof(int)), "control buffer for one fd");
 _Static_assert(HANDOFF_CMSG_SPACE(4) == CMSG_SPACE(4 * sizeof(int)), "control buffer for 4 fds");
@@ -87,8 +87,12 @@ ssize_t handoff_encode_header(const struct handoff_info *info, uint8_t out[HANDO
 {
         assert(info);
         assert(out);
-        assert(info->kind == HANDOFF_CONN);
+        assert(info->kind > 0 && info->kind < _HANDOFF_KIND_MAX);
         assert((info->flags & ~HANDOFF_KNOWN_FLAGS) == 0);
+        assert(info->kind == HANDOFF_CONN || (info->flags == 0 && info->peer_len == 0 &&
+                                              info->data_len == 0 && info->requests == 0));
+        assert((info->id != 0) == (info->kind == HANDOFF_ACK ||
+                                   (info->kind == HANDOFF_CONN && (info->flags & HANDOFF_F_ACK))));
         assert(info->peer_len == 0 ||
                (info->peer_len >= sizeof(sa_family_t) && info->peer_len <= HANDOFF_PEER_SIZE));
         assert(info->data || info->data_len == 0);
@@ -103,7 +107,7 @@ ssize_t handoff_encode_header(const struct handoff_info *info, uint8_t out[HANDO
         put_le32(out + HANDOFF_OFF_FLAGS, info->flags);
         put_le32(out + HANDOFF_OFF_DATA_LEN, (uint32_t) info->data_len);
         put_le16(out + HANDOFF_OFF_PEER_LEN, (uint16_t) info->peer_len);
-        /* HANDOFF_OFF_RESERVED stays 0 */
+        put_le16(out + HANDOFF_OFF_ID, info->id);
         put_le32(out + HANDOFF_OFF_REQUESTS, info->requests);
         /* Only peer_len bytes: the rest stays zero, so no stack garbage leaves the process. */
         memcpy(out + HANDOFF_OFF_PEER, &info->peer, info->peer_len);
@@ -131,7 +135,7 @@ int handoff_decode(const void *msg, size_t len, struct handoff_info *ret)
                 return -EBADMSG;
 
         kind = get_le16(p + HANDOFF_OFF_KIND);
-        if (kind != HANDOFF_CONN)
+        if (kind == 0 || kind >= _HANDOFF_KIND_MAX)
                 return -EBADMSG;
 
         /* A flag we do not know changes the meaning of the connection: refuse it. */
@@ -149,7 +153,12 @@ int handoff_decode(const void *msg, size_t len, struct handoff_info *ret)
         if (!bytes_are_zero(p + HANDOFF_OFF_PEER + peer_len, HANDOFF_PEER_SIZE - peer_len))
                 return -EBADMSG;
 
-        if (get_le16(p + HANDOFF_OFF_RESERVED) != 0)
+        info.id = get_le16(p + HANDOFF_OFF_ID);
+        if ((info.id != 0) !=
+            (kind == HANDOFF_ACK || (kind == HANDOFF_CONN && (flags & HANDOFF_F_ACK))))
+                return -EBADMSG;
+        if (kind != HANDOFF_CONN &&
+            (flags || data_len || peer_len || get_le32(p + HANDOFF_OFF_REQUESTS)))
                 return -EBADMSG;
 
         info.kind = (enum handoff_kind) kind;

@@ -16,13 +16,24 @@
  *     8      4    flags (HANDOFF_F_*)
  *     12     4    data_len: bytes after the header
  *     16     2    peer_len: valid bytes of peer (a struct sockaddr)
- *     18     2    reserved, 0
+ *     18     2    id: with HANDOFF_F_ACK, and in an ACK; else 0
  *     20     4    requests already served on this connection
  *     24     128  peer address (struct sockaddr_storage, as the kernel gave it)
  *     152    ...  data_len bytes of client input
  *
  * A receiver refuses (closes the fd and logs) a message with another magic
  * or version, a length that does not match the datagram, or no fd.
+ *
+ * Acknowledgements, so that a receiver that dies cannot take connections
+ * with it: a receiver that acknowledges says so with a HELLO as soon as it
+ * accepts a channel. From then on the sender may mark a CONN with
+ * HANDOFF_F_ACK and an id; the receiver answers ACK with that id before it
+ * touches the connection, and the sender keeps its own copy of the
+ * connection until then. When the channel ends first, the sender still has
+ * the connection and hands it over again. A HELLO or ACK carries no fd, no
+ * data, no peer, no flags (and a HELLO no id). A sender never marks a CONN
+ * before it saw the HELLO, and a receiver of another version refuses only
+ * the HELLO (a kind it does not know), so either side may be the older.
  */
 #ifndef WHARF_HANDOFF_H
 #define WHARF_HANDOFF_H
@@ -47,7 +58,9 @@
         ((sizeof(struct cmsghdr) + (n) * sizeof(int) + sizeof(size_t) - 1) & ~(sizeof(size_t) - 1))
 
 enum handoff_kind {
-        HANDOFF_CONN = 1, /* serve this client connection */
+        HANDOFF_CONN = 1,  /* serve this client connection */
+        HANDOFF_HELLO = 2, /* the receiver acknowledges CONNs marked HANDOFF_F_ACK */
+        HANDOFF_ACK = 3,   /* the CONN with this id was taken */
         _HANDOFF_KIND_MAX
 };
 
@@ -58,11 +71,14 @@ enum handoff_kind {
  * request itself (wharf-proxy: 502) rather than hand it over again.
  */
 #define HANDOFF_F_REFUSED 2u
+/* Answer with an ACK of this id before anything else (sent only after a HELLO). */
+#define HANDOFF_F_ACK 4u
 
 struct handoff_info {
         enum handoff_kind kind;
         uint32_t flags;
         uint32_t requests; /* already served on the connection */
+        uint16_t id;       /* with HANDOFF_F_ACK, and of an ACK; else 0 */
         struct sockaddr_storage peer;
         socklen_t peer_len;
         const char *data; /* points into the message buffer */

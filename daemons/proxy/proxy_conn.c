@@ -387,6 +387,7 @@ static void conn_free(struct conn *c)
 {
         struct worker *w = c->w;
 
+        chan_pending_drop(c);
         if (c->fd >= 0)
                 close(c->fd);
         c->fd = -1;
@@ -809,25 +810,30 @@ static void on_handoff(struct ring_op *op, int res, unsigned flags)
 {
         struct conn *c = container_of(op, struct conn, op_handoff);
 
+        struct chan *ch = c->chan;
+
         (void) flags;
         c->inflight--;
-        chan_sent(c->chan, res);
         c->chan = NULL;
+        if (res >= 0 && c->handoff_id && c->phase != PH_CLOSING) {
+                /* Sent, not taken yet: ours until wharf-static acknowledges it. */
+                chan_pending_add(ch, c);
+                chan_sent(ch, res);
+                return;
+        }
+        chan_sent(ch, res);
         if (c->phase == PH_CLOSING) {
                 conn_maybe_free(c);
                 return;
         }
         if (res < 0) {
-                if (!c->handoff_retried && (res == -EPIPE || res == -ECONNRESET)) {
+                if (res == -EPIPE || res == -ECONNRESET) {
                         /*
                          * That wharf-static is stopping (it shut the channel
                          * for reading) or gone: the connection is still ours,
                          * and a new channel reaches the next one.
                          */
-                        log_info("handoff to %s: %s, trying a new channel", c->loc->static_path,
-                                 strerror(-res));
-                        c->handoff_retried = true;
-                        conn_try_handoff(c);
+                        conn_handoff_again(c);
                         return;
                 }
                 log_warning("handoff to %s failed: %s", c->loc->static_path, strerror(-res));
@@ -836,12 +842,31 @@ static void on_handoff(struct ring_op *op, int res, unsigned flags)
                 conn_local_error(c, 502);
                 return;
         }
+        conn_handoff_taken(c);
+}
+
+void conn_handoff_taken(struct conn *c)
+{
         /* wharf-static has the connection now: our copy closes, never shut down. */
         c->logline_len = 0; /* wharf-static logs it */
         request_reset(c);
         c->phase = PH_CLOSING;
         c->in_len = 0;
         conn_maybe_free(c);
+}
+
+void conn_handoff_again(struct conn *c)
+{
+        if (++c->handoff_tries >= HANDOFF_TRIES) {
+                log_warning("handoff to %s: not taken after %u tries", c->loc->static_path,
+                            c->handoff_tries);
+                c->phase = PH_HEAD;
+                c->close_after = true;
+                conn_local_error(c, 502);
+                return;
+        }
+        log_info("handoff to %s: not taken, trying a new channel", c->loc->static_path);
+        conn_try_handoff(c);
 }
 
 static void conn_try_handoff(struct conn *c)
@@ -861,6 +886,14 @@ static void conn_try_handoff(struct conn *c)
                 return; /* on_recv comes back here once the receive is cancelled */
         memcpy(&info.peer, &c->peer, sizeof(info.peer));
         c->chan = info.data_len <= HANDOFF_MAX_DATA ? chan_get(c->w, c->loc->static_path) : NULL;
+        if (c->chan && c->chan->acks) {
+                /* Ids tell the acknowledgements apart; 0 means none. */
+                if (++c->chan->next_id == 0)
+                        c->chan->next_id = 1;
+                info.flags |= HANDOFF_F_ACK;
+                info.id = c->chan->next_id;
+        }
+        c->handoff_id = info.id;
         if (!c->chan || handoff_encode_header(&info, c->hd_header) < 0) {
                 c->phase = PH_HEAD;
                 c->close_after = true;
@@ -893,7 +926,7 @@ static void conn_handoff(struct conn *c)
 {
         c->phase = PH_HANDOFF;
         c->deadline = 0;
-        c->handoff_retried = false;
+        c->handoff_tries = 0;
         if (c->recv_busy) {
                 struct io_uring_sqe *sqe = ring_sqe(&c->w->ring, NULL);
                 if (sqe)

@@ -157,7 +157,7 @@ static void chan_adopt(struct chan *ch, int fd, const struct handoff_info *info)
                 return;
         }
         c->requests = info->requests;
-        c->handoff_flags = info->flags & ~HANDOFF_F_REFUSED;
+        c->handoff_flags = info->flags & ~(HANDOFF_F_REFUSED | HANDOFF_F_ACK);
         c->static_refused = info->flags & HANDOFF_F_REFUSED;
         memcpy(&c->peer, &info->peer, sizeof(c->peer));
         c->peer_len = info->peer_len;
@@ -165,6 +165,42 @@ static void chan_adopt(struct chan *ch, int fd, const struct handoff_info *info)
 }
 
 static void chan_maybe_free(struct chan *ch);
+
+static void chan_acked(struct chan *ch, uint16_t id)
+{
+        for (struct conn **p = &ch->pending; *p; p = &(*p)->pend_next) {
+                struct conn *c = *p;
+                if (c->handoff_id != id)
+                        continue;
+                *p = c->pend_next;
+                c->pend_chan = NULL;
+                conn_handoff_taken(c);
+                return;
+        }
+        log_warning("handoff channel %s: an acknowledgement of nothing sent (%u)", ch->path, id);
+}
+
+void chan_pending_add(struct chan *ch, struct conn *c)
+{
+        c->pend_chan = ch;
+        c->pend_next = ch->pending;
+        ch->pending = c;
+}
+
+void chan_pending_drop(struct conn *c)
+{
+        struct chan *ch = c->pend_chan;
+
+        if (!ch)
+                return;
+        for (struct conn **p = &ch->pending; *p; p = &(*p)->pend_next)
+                if (*p == c) {
+                        *p = c->pend_next;
+                        break;
+                }
+        c->pend_chan = NULL;
+        chan_maybe_free(ch);
+}
 
 static void on_chan_recv(struct ring_op *op, int res, unsigned flags)
 {
@@ -178,14 +214,27 @@ static void on_chan_recv(struct ring_op *op, int res, unsigned flags)
                 if (res != -ECANCELED)
                         log_info("handoff channel %s closed by wharf-static", ch->path);
                 ch->retired = true;
+                /* What it never acknowledged it never touched: ours to hand over again. */
+                while (ch->pending) {
+                        struct conn *c = ch->pending;
+                        ch->pending = c->pend_next;
+                        c->pend_chan = NULL;
+                        conn_handoff_again(c);
+                }
                 chan_maybe_free(ch);
                 return;
         }
         fd = handoff_rx_take_fd(&ch->rx);
         r = handoff_decode(ch->buf, (size_t) res, &info);
-        if (r < 0 || fd < 0) {
+        if (r == 0 && info.kind == HANDOFF_HELLO && fd < 0) {
+                ch->acks = true;
+        } else if (r == 0 && info.kind == HANDOFF_ACK && fd < 0) {
+                chan_acked(ch, info.id);
+        } else if (r < 0 || fd < 0 || info.kind != HANDOFF_CONN) {
                 log_warning("handback: refusing a message: %s",
-                            fd < 0 ? "no file descriptor in it" : strerror(-r));
+                            r < 0    ? strerror(-r)
+                            : fd < 0 ? "no file descriptor in it"
+                                     : "a file descriptor where none belongs");
                 safe_close(fd);
         } else {
                 chan_adopt(ch, fd, &info);
@@ -271,7 +320,7 @@ static void chan_maybe_free(struct chan *ch)
 {
         struct worker *w = ch->w;
 
-        if (!ch->retired || ch->recv_armed || ch->sends > 0)
+        if (!ch->retired || ch->recv_armed || ch->sends > 0 || ch->pending)
                 return;
         for (struct chan **p = &w->chans; *p; p = &(*p)->next)
                 if (*p == ch) {

@@ -30,6 +30,7 @@
 #define TICK_USEC 100000
 #define STOP_GRACE_MS 30000
 #define STOP_FIRST_REQUEST_MS 1000 /* at stop, for a connection yet to send one */
+#define HANDOFF_TRIES 3            /* then 502 */
 #define RING_ENTRIES 2048
 #define POOL_SLACK 128
 #define LOG_LINE_MAX 1024 /* request line kept for the access log */
@@ -102,6 +103,9 @@ struct chan {
         bool recv_armed;
         bool retired;   /* takes no more handoffs; still receives handbacks until it ends */
         unsigned sends; /* handoffs in flight on it */
+        bool acks;      /* wharf-static said HELLO: it acknowledges marked handoffs */
+        uint16_t next_id;
+        struct conn *pending; /* handed over, not acknowledged yet (still ours) */
         struct ring_op op_recv;
         struct handoff_rx rx;
         struct chan *next;
@@ -121,8 +125,11 @@ struct conn {
         bool body_broken; /* upstream stopped reading the body: discard the rest */
         unsigned requests;
         uint32_t handoff_flags;
-        bool static_refused;  /* wharf-static returned it unread: answer 502 */
-        bool handoff_retried; /* the handoff failed once on a stopping wharf-static */
+        bool static_refused;    /* wharf-static returned it unread: answer 502 */
+        unsigned handoff_tries; /* handoffs of this request that did not take */
+        uint16_t handoff_id;    /* of the marked handoff in flight, else 0 */
+        struct chan *pend_chan; /* waiting for wharf-static's ACK on this channel */
+        struct conn *pend_next;
         struct ring_op op_recv, op_send, op_handoff;
         struct sockaddr_storage peer;
         socklen_t peer_len;
@@ -251,6 +258,9 @@ struct worker {
 struct chan *chan_get(struct worker *w, const char *path);
 /* A handoff sent on ch completed with res; a failed one retires the channel. */
 void chan_sent(struct chan *ch, int res);
+/* c waits for ch's ACK; drop: it no longer does (freed meanwhile). */
+void chan_pending_add(struct chan *ch, struct conn *c);
+void chan_pending_drop(struct conn *c);
 struct obuf *obuf_get(struct worker *w);
 void obuf_put(struct worker *w, struct obuf *b);
 /* A pipe for splicing, non-blocking, about response_buffer big. */
@@ -273,6 +283,10 @@ void conn_wait_writable(struct conn *c);
 void conn_recv_pump(struct conn *c);
 void conn_local_error(struct conn *c, int status);
 void conn_request_done(struct conn *c);
+/* wharf-static has the connection (ACK): our copy goes. */
+void conn_handoff_taken(struct conn *c);
+/* Its channel ended before an ACK: the connection is still ours, hand it over again. */
+void conn_handoff_again(struct conn *c);
 /* Appends bytes for the client; false when out of memory. */
 bool outq_append(struct conn *c, const void *data, size_t len);
 void conn_consume(struct conn *c, size_t n);

@@ -16,6 +16,7 @@
  */
 #include "static_worker.h"
 
+#include <poll.h>
 #include <stdio.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -34,6 +35,29 @@ static void update_date(struct worker *w)
 /* ---- handoff channels ---- */
 
 static void chan_arm(struct chan *ch);
+
+/*
+ * Tells the proxy that the connection with this id is ours now, before
+ * anything touches it. A full channel gets a moment to drain.
+ */
+static int chan_ack(struct chan *ch, uint16_t id)
+{
+        struct handoff_info ack = {.kind = HANDOFF_ACK, .id = id};
+        uint8_t msg[HANDOFF_HEADER_SIZE];
+
+        (void) handoff_encode_header(&ack, msg);
+        for (int tries = 0; tries < 2; tries++) {
+                if (send(ch->fd, msg, sizeof(msg), MSG_DONTWAIT | MSG_NOSIGNAL) == sizeof(msg))
+                        return 0;
+                if (errno != EAGAIN)
+                        break;
+                struct pollfd p = {.fd = ch->fd, .events = POLLOUT};
+                (void) poll(&p, 1, 1000);
+        }
+        int r = -errno;
+        log_warning("handoff: cannot acknowledge a connection: %s", strerror(-r));
+        return r;
+}
 
 /* New handoffs go elsewhere; those already in the channel are still read. */
 static void chan_stop_receiving(struct chan *ch)
@@ -118,11 +142,23 @@ static void on_chan_recv(struct ring_op *op, int res, unsigned flags)
         }
         fd = handoff_rx_take_fd(&ch->rx);
         r = handoff_decode(ch->buf, (size_t) res, &info);
-        if (r < 0 || fd < 0) {
-                log_warning("handoff: refusing a message: %s",
-                            fd < 0 ? "no file descriptor in it" : strerror(-r));
+        if (r < 0 || fd < 0 || info.kind != HANDOFF_CONN) {
+                log_warning("handoff: refusing a message: %s", r < 0 ? strerror(-r)
+                                                               : info.kind != HANDOFF_CONN
+                                                                   ? "not a connection"
+                                                                   : "no file descriptor in it");
                 safe_close(fd);
+        } else if ((info.flags & HANDOFF_F_ACK) && chan_ack(ch, info.id) < 0) {
+                /*
+                 * Unacknowledged, the connection is still the proxy's: ours
+                 * goes untouched, and the channel ends, so that the proxy
+                 * hands over again whatever it has not seen acknowledged.
+                 */
+                safe_close(fd);
+                (void) shutdown(ch->fd, SHUT_RDWR);
         } else {
+                info.flags &= ~HANDOFF_F_ACK;
+                info.id = 0;
                 chan_adopt(ch, fd, &info);
         }
         chan_arm(ch);
@@ -156,6 +192,12 @@ static void chan_new(struct worker *w, int fd)
                 w->chans->prev = ch;
         w->chans = ch;
         w->n_chans++;
+        /* We acknowledge: the proxy may ask for it from now on. */
+        struct handoff_info hello = {.kind = HANDOFF_HELLO};
+        uint8_t msg[HANDOFF_HEADER_SIZE];
+        (void) handoff_encode_header(&hello, msg);
+        if (send(fd, msg, sizeof(msg), MSG_DONTWAIT | MSG_NOSIGNAL) != sizeof(msg))
+                log_debug("handoff: no HELLO on a new channel: %m");
         chan_arm(ch);
         if (w->stopping)
                 chan_stop_receiving(ch); /* accepted as the stop began */

@@ -39,8 +39,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (r != 0)
                 abort();
 
-        if (size < HANDOFF_HEADER_SIZE || info.kind != HANDOFF_CONN ||
-            (info.flags & ~(HANDOFF_F_TLS | HANDOFF_F_REFUSED)) != 0)
+        if (size < HANDOFF_HEADER_SIZE || info.kind < HANDOFF_CONN ||
+            info.kind >= _HANDOFF_KIND_MAX ||
+            (info.flags & ~(HANDOFF_F_TLS | HANDOFF_F_REFUSED | HANDOFF_F_ACK)) != 0)
+                abort();
+        /* Only a marked CONN and an ACK carry an id; a HELLO or ACK nothing else. */
+        if ((info.id != 0) != (info.kind == HANDOFF_ACK ||
+                               (info.kind == HANDOFF_CONN && (info.flags & HANDOFF_F_ACK))))
+                abort();
+        if (info.kind != HANDOFF_CONN &&
+            (info.flags || info.data_len || info.peer_len || info.requests))
                 abort();
         if (info.data != (const char *) data + HANDOFF_HEADER_SIZE ||
             info.data_len != size - HANDOFF_HEADER_SIZE || info.data_len > HANDOFF_MAX_DATA)

@@ -724,6 +724,41 @@ def test_static_restarts_under_load_lose_no_request(proxies, app, tmp_path):
         shutil.rmtree(work, ignore_errors=True)
 
 
+def test_static_killed_with_handoffs_unread_loses_none(proxies, app, tmp_path):
+    """wharf-static acknowledges each handoff before it touches the connection,
+    and the proxy keeps its copy until then: connections queued in the channel
+    of a wharf-static that is killed go to the next one."""
+    binary = static_binary_or_skip()
+    tree = build_tree(tmp_path / "tree")
+    work = wh.short_tempdir("px-st3-")
+    st = StaticServer(binary, tree.root, work, sockets=("handoff",),
+                      config={"prefix": "/static/", "workers": 1})
+    st.start()
+    try:
+        p = proxies(uwsgi_site(app) + f"[location /static/]\nstatic = {st.handoff_path}\n")
+        name = sorted(f for f in os.listdir(tree.root) if os.path.isfile(tree.root / f))[0]
+        want = (tree.root / name).read_bytes()
+        assert p.get(f"/static/{name}").body == want  # the channel is up, HELLO seen
+        st.daemon.signal(signal.SIGSTOP)
+        clients = [p.connect(timeout=15) for _ in range(5)]
+        for c in clients:
+            c.request("GET", f"/static/{name}")
+        time.sleep(0.5)  # handed over, unread
+        st.daemon.proc.kill()
+        st.daemon.wait_exit(5)
+        mark = st.notify.mark()
+        st.daemon.start()
+        st.notify.wait_for("READY=1", 5, since=mark)
+        for c in clients:
+            r = c.read_response()
+            assert r.status == 200 and r.body == want
+        assert "not taken, trying a new channel" in p.daemon.log_text()
+    finally:
+        st.stop()
+        st.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def test_static_refusing_gives_502_not_a_close(proxies, app, tmp_path):
     binary = static_binary_or_skip()
     tree = build_tree(tmp_path / "tree")

@@ -45,8 +45,13 @@ class FakeProxy:
         self.handed = []
 
     def channel(self) -> socket.socket:
+        """A new channel, past the HELLO that wharf-static says first."""
         chan = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         chan.connect(str(self.server.handoff_path))
+        raw, fds = wh.handoff_recv(chan, 3)
+        hello = wh.handoff_decode(raw)
+        assert not fds and hello.kind == wh.HANDOFF_HELLO and hello.reserved == 0
+        assert hello.data_len == hello.flags == hello.peer_len == 0
         return chan
 
     def accept_client(self) -> tuple:
@@ -147,6 +152,29 @@ def test_pipelined_requests_in_data(server, proxy):
     )
     rs = h.client.read_responses(["GET", "HEAD", "GET"])
     assert rs[0].body == index and rs[1].status == 200 and rs[1].body == b"" and rs[2].body == style
+
+
+def test_a_marked_handoff_is_acknowledged_before_it_is_served(server, proxy):
+    """HANDOFF_F_ACK with an id: an ACK of that id comes back on the channel;
+    the connection is served, and handed back without the mark."""
+    (index,) = files(server, "index.html")
+    h = proxy.hand_off(get("/static/index.html"), flags=wh.HANDOFF_F_ACK, reserved=4660)
+    raw, fds = wh.handoff_recv(proxy.chan, 3)
+    ack = wh.handoff_decode(raw)
+    assert not fds and ack.kind == wh.HANDOFF_ACK and ack.reserved == 4660
+    assert ack.flags == ack.data_len == ack.peer_len == ack.requests == 0
+    assert_served(h.client.read_response(), index)
+    h.client.send(b"GET /elsewhere HTTP/1.1\r\nHost: x\r\n\r\n")
+    msg, sock = proxy.take_back()
+    sock.close()
+    assert msg.flags & wh.HANDOFF_F_ACK == 0 and msg.reserved == 0
+
+
+def test_a_marked_handoff_without_an_id_is_refused(server, proxy):
+    h = proxy.hand_off(get("/static/index.html"), flags=wh.HANDOFF_F_ACK)
+    closed, data = h.client.wait_closed(3)
+    assert closed and data == b""
+    assert proxy.nothing_back()
 
 
 def test_keep_alive_continues_on_the_handed_connection(server, proxy):

@@ -158,6 +158,46 @@ struct patch {
         int want;
 };
 
+static void test_acknowledgements(void)
+{
+        struct handoff_info hello = {.kind = HANDOFF_HELLO}, ack = {.kind = HANDOFF_ACK, .id = 513};
+        struct handoff_info marked = sample_info("GET / HTTP/1.1\r\n\r\n"), out;
+        uint8_t msg[HANDOFF_HEADER_SIZE + 64];
+        size_t len;
+
+        len = build(&hello, msg);
+        ok(len == HANDOFF_HEADER_SIZE && handoff_decode(msg, len, &out) == 0 &&
+               out.kind == HANDOFF_HELLO && out.id == 0 && out.data_len == 0,
+           "a HELLO round-trips");
+        len = build(&ack, msg);
+        ok(msg[18] == 1 && msg[19] == 2, "the id is little-endian at offset 18");
+        ok(handoff_decode(msg, len, &out) == 0 && out.kind == HANDOFF_ACK && out.id == 513,
+           "an ACK round-trips with its id");
+        marked.flags |= HANDOFF_F_ACK;
+        marked.id = 7;
+        len = build(&marked, msg);
+        ok(handoff_decode(msg, len, &out) == 0 && out.id == 7 && (out.flags & HANDOFF_F_ACK),
+           "a marked CONN round-trips with its id");
+
+        msg[18] = 0;
+        ok(handoff_decode(msg, len, &out) == -EBADMSG, "a marked CONN without an id is refused");
+        len = build(&ack, msg);
+        msg[18] = msg[19] = 0;
+        ok(handoff_decode(msg, len, &out) == -EBADMSG, "an ACK without an id is refused");
+        len = build(&hello, msg);
+        msg[18] = 1;
+        ok(handoff_decode(msg, len, &out) == -EBADMSG, "a HELLO with an id is refused");
+        len = build(&hello, msg);
+        msg[8] = HANDOFF_F_TLS;
+        ok(handoff_decode(msg, len, &out) == -EBADMSG, "a HELLO with flags is refused");
+        len = build(&ack, msg);
+        msg[20] = 1;
+        ok(handoff_decode(msg, len, &out) == -EBADMSG, "an ACK with a request count is refused");
+        len = build(&hello, msg);
+        msg[6] = _HANDOFF_KIND_MAX;
+        ok(handoff_decode(msg, len, &out) == -EBADMSG, "a kind past the known ones is refused");
+}
+
 static void test_malformed(void)
 {
         static const struct patch patches[] = {
@@ -497,6 +537,7 @@ int main(void)
 {
         int before = count_fds();
 
+        subtest("acknowledgements", test_acknowledgements);
         subtest("layout", test_layout);
         subtest("round trip", test_round_trip);
         subtest("malformed", test_malformed);
