@@ -669,122 +669,110 @@ def test_sigterm_closes_a_silent_fresh_connection_soon(proxies, app):
     assert p.daemon.wait_exit(10) == 0
 
 
-def test_static_restarts_under_load_lose_no_request(proxies, app, tmp_path):
+@pytest.fixture
+def static_behind(tmp_path):
+    """static_behind(**config) -> (a wharf-static on a handoff socket, the name
+    of a file it serves under /static/, the file's bytes); all stopped after."""
+    made = []
+
+    def make(**config):
+        tree = build_tree(tmp_path / f"tree{len(made)}")
+        work = wh.short_tempdir("px-st-")
+        st = StaticServer(static_binary_or_skip(), tree.root, work, sockets=("handoff",),
+                          config={"prefix": "/static/", **config})
+        made.append((st, work))
+        st.start()
+        name = sorted(f for f in os.listdir(tree.root) if os.path.isfile(tree.root / f))[0]
+        return st, name, (tree.root / name).read_bytes()
+
+    yield make
+    for st, work in made:
+        st.stop()
+        st.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def test_static_restarts_under_load_lose_no_request(proxies, app, static_behind):
     """wharf-static restarted behind the same handoff socket (as systemd does)
     while clients keep asking for files: the stopping one serves what was
     handed to it, the proxy hands the rest to the next one; no request fails."""
-    binary = static_binary_or_skip()
-    tree = build_tree(tmp_path / "tree")
-    work = wh.short_tempdir("px-st2-")
-    st = StaticServer(binary, tree.root, work, sockets=("handoff",),
-                      config={"prefix": "/static/", "workers": 1})
-    st.start()
-    try:
-        p = proxies(uwsgi_site(app) + f"[location /static/]\nstatic = {st.handoff_path}\n")
-        name = sorted(f for f in os.listdir(tree.root) if os.path.isfile(tree.root / f))[0]
-        want = (tree.root / name).read_bytes()
-        stop = threading.Event()
-        served, failures = [], []
+    st, name, want = static_behind(workers=1)
+    p = proxies(uwsgi_site(app) + f"[location /static/]\nstatic = {st.handoff_path}\n")
+    stop = threading.Event()
+    served, failures = [], []
 
-        def client():
-            while not stop.is_set():
-                try:
-                    with p.connect(timeout=10) as c:
-                        for _ in range(50):
-                            r = c.exchange("GET", f"/static/{name}")
-                            if r.status != 200 or r.body != want:
-                                failures.append(f"{r.status} {r.body[:80]!r}")
-                            served.append(1)
-                            if r.header("Connection") == "close" or stop.is_set():
-                                break
-                except (OSError, AssertionError) as e:
-                    failures.append(repr(e))
+    def client():
+        while not stop.is_set():
+            try:
+                with p.connect(timeout=10) as c:
+                    for _ in range(50):
+                        r = c.exchange("GET", f"/static/{name}")
+                        if r.status != 200 or r.body != want:
+                            failures.append(f"{r.status} {r.body[:80]!r}")
+                        served.append(1)
+                        if r.header("Connection") == "close" or stop.is_set():
+                            break
+            except (OSError, AssertionError) as e:
+                failures.append(repr(e))
 
-        clients = [threading.Thread(target=client) for _ in range(4)]
-        for t in clients:
-            t.start()
-        time.sleep(0.5)
-        counts = []
-        for _ in range(3):
-            before = len(served)
-            st.daemon.check_clean_exit(st.daemon.stop(10))
-            mark = st.notify.mark()
-            st.daemon.start()
-            st.notify.wait_for("READY=1", 5, since=mark)
-            time.sleep(0.5)
-            counts.append((before, len(served)))
-        stop.set()
-        for t in clients:
-            t.join(20)
-        assert not failures, f"{len(failures)} failed of {len(served)}: {failures[:5]}"
-        assert all(a > 0 and b > a for a, b in counts), f"served around each restart: {counts}"
-    finally:
-        st.stop()
-        st.close()
-        shutil.rmtree(work, ignore_errors=True)
-
-
-def test_static_killed_with_handoffs_unread_loses_none(proxies, app, tmp_path):
-    """wharf-static acknowledges each handoff before it touches the connection,
-    and the proxy keeps its copy until then: connections queued in the channel
-    of a wharf-static that is killed go to the next one."""
-    binary = static_binary_or_skip()
-    tree = build_tree(tmp_path / "tree")
-    work = wh.short_tempdir("px-st3-")
-    st = StaticServer(binary, tree.root, work, sockets=("handoff",),
-                      config={"prefix": "/static/", "workers": 1})
-    st.start()
-    try:
-        p = proxies(uwsgi_site(app) + f"[location /static/]\nstatic = {st.handoff_path}\n")
-        name = sorted(f for f in os.listdir(tree.root) if os.path.isfile(tree.root / f))[0]
-        want = (tree.root / name).read_bytes()
-        assert p.get(f"/static/{name}").body == want  # the channel is up, HELLO seen
-        st.daemon.signal(signal.SIGSTOP)
-        clients = [p.connect(timeout=15) for _ in range(5)]
-        for c in clients:
-            c.request("GET", f"/static/{name}")
-        time.sleep(0.5)  # handed over, unread
-        st.daemon.proc.kill()
-        st.daemon.wait_exit(5)
+    clients = [threading.Thread(target=client) for _ in range(4)]
+    for t in clients:
+        t.start()
+    time.sleep(0.5)
+    counts = []
+    for _ in range(3):
+        before = len(served)
+        st.daemon.check_clean_exit(st.daemon.stop(10))
         mark = st.notify.mark()
         st.daemon.start()
         st.notify.wait_for("READY=1", 5, since=mark)
-        for c in clients:
-            r = c.read_response()
-            assert r.status == 200 and r.body == want
-        assert "not taken, trying a new channel" in p.daemon.log_text()
-    finally:
-        st.stop()
-        st.close()
-        shutil.rmtree(work, ignore_errors=True)
+        time.sleep(0.5)
+        counts.append((before, len(served)))
+    stop.set()
+    for t in clients:
+        t.join(20)
+    assert not failures, f"{len(failures)} failed of {len(served)}: {failures[:5]}"
+    assert all(a > 0 and b > a for a, b in counts), f"served around each restart: {counts}"
 
 
-def test_static_refusing_gives_502_not_a_close(proxies, app, tmp_path):
-    binary = static_binary_or_skip()
-    tree = build_tree(tmp_path / "tree")
-    work = wh.short_tempdir("px-st1-")
-    st = StaticServer(binary, tree.root, work, sockets=("handoff",),
-                      config={"prefix": "/static/", "max_connections": 1, "workers": 1})
-    st.start()
-    try:
-        p = proxies(uwsgi_site(app) + f"[location /static/]\nstatic = {st.handoff_path}\n")
-        name = sorted(f for f in os.listdir(tree.root) if os.path.isfile(tree.root / f))[0]
-        with p.connect(timeout=10) as first:
-            # The first connection stays with wharf-static (keep-alive): it is full.
-            assert first.exchange("GET", f"/static/{name}").status == 200
-            with p.connect(timeout=10) as second:
-                r = second.exchange("GET", f"/static/{name}")
-                assert r.status == 502 and r.header("Connection") == "close"
-            assert "refusing a connection" in st.daemon.log_text()
-        # Room again: served.
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            if p.get(f"/static/{name}").status == 200:
-                break
-            time.sleep(0.1)
-        else:
-            pytest.fail("wharf-static did not take connections again")
-    finally:
-        st.stop()
-        st.close()
-        shutil.rmtree(work, ignore_errors=True)
+def test_static_killed_with_handoffs_unread_loses_none(proxies, app, static_behind):
+    """wharf-static acknowledges each handoff before it touches the connection,
+    and the proxy keeps its copy until then: connections queued in the channel
+    of a wharf-static that is killed go to the next one."""
+    st, name, want = static_behind(workers=1)
+    p = proxies(uwsgi_site(app) + f"[location /static/]\nstatic = {st.handoff_path}\n")
+    assert p.get(f"/static/{name}").body == want  # the channel is up, HELLO seen
+    st.daemon.signal(signal.SIGSTOP)
+    clients = [p.connect(timeout=15) for _ in range(5)]
+    for c in clients:
+        c.request("GET", f"/static/{name}")
+    time.sleep(0.5)  # handed over, unread
+    st.daemon.proc.kill()
+    st.daemon.wait_exit(5)
+    mark = st.notify.mark()
+    st.daemon.start()
+    st.notify.wait_for("READY=1", 5, since=mark)
+    for c in clients:
+        r = c.read_response()
+        assert r.status == 200 and r.body == want
+    assert "not taken, trying a new channel" in p.daemon.log_text()
+
+
+def test_static_refusing_gives_502_not_a_close(proxies, app, static_behind):
+    st, name, _ = static_behind(max_connections=1, workers=1)
+    p = proxies(uwsgi_site(app) + f"[location /static/]\nstatic = {st.handoff_path}\n")
+    with p.connect(timeout=10) as first:
+        # The first connection stays with wharf-static (keep-alive): it is full.
+        assert first.exchange("GET", f"/static/{name}").status == 200
+        with p.connect(timeout=10) as second:
+            r = second.exchange("GET", f"/static/{name}")
+            assert r.status == 502 and r.header("Connection") == "close"
+        assert "refusing a connection" in st.daemon.log_text()
+    # Room again: served.
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if p.get(f"/static/{name}").status == 200:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("wharf-static did not take connections again")
