@@ -61,7 +61,8 @@ static size_t build(const struct handoff_info *info, uint8_t *out)
 {
         if (handoff_encode_header(info, out) != HANDOFF_HEADER_SIZE)
                 return 0;
-        memcpy(out + HANDOFF_HEADER_SIZE, info->data, info->data_len);
+        if (info->data_len > 0)
+                memcpy(out + HANDOFF_HEADER_SIZE, info->data, info->data_len);
         return HANDOFF_HEADER_SIZE + info->data_len;
 }
 
