@@ -36,26 +36,26 @@ static void update_date(struct worker *w)
 
 static void chan_arm(struct chan *ch);
 
-/*
- * Tells the proxy that the connection with this id is ours now, before
- * anything touches it. A full channel gets a moment to drain.
- */
-static int chan_ack(struct chan *ch, uint16_t id)
+/* A HELLO or an ACK to the proxy, at once; a full channel gets a moment to drain. */
+static int chan_tell(const struct chan *ch, const struct handoff_info *m)
 {
-        struct handoff_info ack = {.kind = HANDOFF_ACK, .id = id};
-        uint8_t msg[HANDOFF_HEADER_SIZE];
+        int r = handoff_send(ch->fd, -1, m);
 
-        (void) handoff_encode_header(&ack, msg);
-        for (int tries = 0; tries < 2; tries++) {
-                if (send(ch->fd, msg, sizeof(msg), MSG_DONTWAIT | MSG_NOSIGNAL) == sizeof(msg))
-                        return 0;
-                if (errno != EAGAIN)
-                        break;
+        if (r == -EAGAIN) {
                 struct pollfd p = {.fd = ch->fd, .events = POLLOUT};
                 (void) poll(&p, 1, 1000);
+                r = handoff_send(ch->fd, -1, m);
         }
-        int r = -errno;
-        log_warning("handoff: cannot acknowledge a connection: %s", strerror(-r));
+        return r;
+}
+
+/* Tells the proxy that the connection with this id is ours now, before anything touches it. */
+static int chan_ack(const struct chan *ch, uint16_t id)
+{
+        int r = chan_tell(ch, &(struct handoff_info){.kind = HANDOFF_ACK, .id = id});
+
+        if (r < 0)
+                log_warning("handoff: cannot acknowledge a connection: %s", strerror(-r));
         return r;
 }
 
@@ -193,11 +193,9 @@ static void chan_new(struct worker *w, int fd)
         w->chans = ch;
         w->n_chans++;
         /* We acknowledge: the proxy may ask for it from now on. */
-        struct handoff_info hello = {.kind = HANDOFF_HELLO};
-        uint8_t msg[HANDOFF_HEADER_SIZE];
-        (void) handoff_encode_header(&hello, msg);
-        if (send(fd, msg, sizeof(msg), MSG_DONTWAIT | MSG_NOSIGNAL) != sizeof(msg))
-                log_debug("handoff: no HELLO on a new channel: %m");
+        int r = chan_tell(ch, &(struct handoff_info){.kind = HANDOFF_HELLO});
+        if (r < 0)
+                log_debug("handoff: no HELLO on a new channel: %s", strerror(-r));
         chan_arm(ch);
         if (w->stopping)
                 chan_stop_receiving(ch); /* accepted as the stop began */
