@@ -513,7 +513,6 @@ static void request_reset(struct conn *c)
         c->up_addr = NULL;
         c->body_broken = false;
         spipe_put(c->w, &c->sp, c->sp_bytes == 0);
-        c->sp_on = false;
         c->sp_bytes = 0;
 }
 
@@ -809,7 +808,6 @@ static void conn_return(struct conn *c, const struct location *l, const struct r
 static void on_handoff(struct ring_op *op, int res, unsigned flags)
 {
         struct conn *c = container_of(op, struct conn, op_handoff);
-
         struct chan *ch = c->chan;
 
         (void) flags;

@@ -1023,6 +1023,12 @@ static void response_head(struct conn *c)
 
 /* ---- large bodies: upstream -> pipe -> client with splice(2) ---- */
 
+/* Whether this response's body goes through a pipe (splice_start got one). */
+static bool spliced(const struct conn *c)
+{
+        return c->sp.rfd >= 0;
+}
+
 /* Takes the body through a pipe from here on; it stays with copying if none. */
 static void splice_start(struct conn *c)
 {
@@ -1038,7 +1044,6 @@ static void splice_start(struct conn *c)
                         return;
                 }
         }
-        c->sp_on = true;
         c->sp_bytes = 0;
 }
 
@@ -1162,7 +1167,7 @@ static void up_recv_pump(struct conn *c)
 
         if (!u || !u->connected || u->recv_busy || c->rstate == RESP_DONE)
                 return;
-        if (c->sp_on) {
+        if (spliced(c)) {
                 splice_pump(c);
                 return;
         }
@@ -1226,7 +1231,7 @@ static void on_up_recv(struct ring_op *op, int res, unsigned flags)
 
 void exchange_output_sent(struct conn *c)
 {
-        if (c->sp_on) {
+        if (spliced(c)) {
                 splice_pump(c);
                 return;
         }

@@ -184,8 +184,7 @@ struct conn {
         uint64_t rleft; /* length-delimited response bytes still to come */
         struct http_chunked rchunk;
         bool up_keep; /* the upstream connection may be reused */
-        /* A large body goes through a pipe: sp_bytes of it are in there now. */
-        bool sp_on;
+        /* A large body goes through sp while it is a pipe: sp_bytes of it are in there now. */
         bool sp_out_armed; /* a POLLOUT on the client is in flight */
         struct spipe sp;
         size_t sp_bytes;
