@@ -140,6 +140,8 @@ int proxy_config_from_text(const char *name, const char *text, size_t len, struc
                            struct proxy_config **ret);
 struct proxy_config *proxy_config_free(struct proxy_config *c);
 
+/* How much of a Host value is the name: without the port ("[v6]" keeps its brackets). */
+size_t proxy_host_name_len(const char *host, size_t len);
 /* Which virtual server answers for this Host (port ignored). Never NULL. */
 const struct vserver *proxy_find_server(const struct proxy_config *c, const char *host, size_t len);
 /* The location for a normalised path; NULL when none matches (404). */

@@ -924,12 +924,19 @@ struct proxy_config *proxy_config_free(struct proxy_config *c)
         return NULL;
 }
 
-const struct vserver *proxy_find_server(const struct proxy_config *c, const char *host, size_t len)
+size_t proxy_host_name_len(const char *host, size_t len)
 {
         /* The port, if any, is not part of the name; a v6 literal keeps its brackets. */
-        const char *colon = memrchr(host, ':', len);
+        const char *colon = len ? memrchr(host, ':', len) : NULL;
+
         if (colon && !memchr(colon, ']', (size_t) (host + len - colon)))
-                len = (size_t) (colon - host);
+                return (size_t) (colon - host);
+        return len;
+}
+
+const struct vserver *proxy_find_server(const struct proxy_config *c, const char *host, size_t len)
+{
+        len = proxy_host_name_len(host, len);
 
         for (size_t i = 0; i < c->n_servers; i++) {
                 const struct vserver *vs = &c->servers[i];

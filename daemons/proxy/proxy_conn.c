@@ -692,21 +692,12 @@ static struct span host_of(const struct conn *c, const struct http_request *req,
                            size_t size)
 {
         struct span h = req->host;
-        size_t n = h.len;
 
-        if (n == 0) {
+        if (h.len == 0) {
                 const char *name = c->vs->names.n ? c->vs->names.v[0] : "";
                 return (struct span){name, strlen(name)};
         }
-        if (h.ptr[0] == '[') { /* [v6]:port */
-                const char *close = memchr(h.ptr, ']', h.len);
-                n = close ? (size_t) (close - h.ptr) + 1 : h.len;
-        } else {
-                const char *colon = memchr(h.ptr, ':', h.len);
-                if (colon)
-                        n = (size_t) (colon - h.ptr);
-        }
-        n = min_size(n, size);
+        size_t n = min_size(proxy_host_name_len(h.ptr, h.len), size);
         for (size_t i = 0; i < n; i++)
                 buf[i] = (char) tolower((unsigned char) h.ptr[i]);
         return (struct span){buf, n};
