@@ -805,9 +805,17 @@ static void on_handoff(struct ring_op *op, int res, unsigned flags)
         c->inflight--;
         c->chan = NULL;
         if (res >= 0 && c->handoff_id && c->phase != PH_CLOSING) {
-                /* Sent, not taken yet: ours until wharf-static acknowledges it. */
-                chan_pending_add(ch, c);
+                bool taken = ch->early_ack == c->handoff_id, ended = ch->ended;
+                /* Sent, not known to be taken: ours until wharf-static acknowledges it. */
+                if (!taken && !ended)
+                        chan_pending_add(ch, c);
+                if (taken)
+                        ch->early_ack = 0;
                 chan_sent(ch, res);
+                if (taken)
+                        conn_handoff_taken(c);
+                else if (ended)
+                        conn_handoff_again(c); /* it died before a word about this one */
                 return;
         }
         chan_sent(ch, res);

@@ -177,7 +177,8 @@ static void chan_acked(struct chan *ch, uint16_t id)
                 conn_handoff_taken(c);
                 return;
         }
-        log_warning("handoff channel %s: an acknowledgement of nothing sent (%u)", ch->path, id);
+        /* Its send's completion has not been seen yet: on_handoff looks here. */
+        ch->early_ack = id;
 }
 
 void chan_pending_add(struct chan *ch, struct conn *c)
@@ -202,6 +203,20 @@ void chan_pending_drop(struct conn *c)
         chan_maybe_free(ch);
 }
 
+/* Nothing more will be heard from ch: what it never acknowledged it never touched. */
+static void chan_end(struct chan *ch)
+{
+        ch->retired = true;
+        ch->ended = true;
+        while (ch->pending) {
+                struct conn *c = ch->pending;
+                ch->pending = c->pend_next;
+                c->pend_chan = NULL;
+                conn_handoff_again(c);
+        }
+        chan_maybe_free(ch);
+}
+
 static void on_chan_recv(struct ring_op *op, int res, unsigned flags)
 {
         struct chan *ch = container_of(op, struct chan, op_recv);
@@ -213,15 +228,7 @@ static void on_chan_recv(struct ring_op *op, int res, unsigned flags)
         if (res <= 0) {
                 if (res != -ECANCELED)
                         log_info("handoff channel %s closed by wharf-static", ch->path);
-                ch->retired = true;
-                /* What it never acknowledged it never touched: ours to hand over again. */
-                while (ch->pending) {
-                        struct conn *c = ch->pending;
-                        ch->pending = c->pend_next;
-                        c->pend_chan = NULL;
-                        conn_handoff_again(c);
-                }
-                chan_maybe_free(ch);
+                chan_end(ch);
                 return;
         }
         fd = handoff_rx_take_fd(&ch->rx);
@@ -240,7 +247,7 @@ static void on_chan_recv(struct ring_op *op, int res, unsigned flags)
                 chan_adopt(ch, fd, &info);
         }
         if (!chan_arm(ch))
-                chan_maybe_free(ch);
+                chan_end(ch);
 }
 
 static bool chan_arm(struct chan *ch)

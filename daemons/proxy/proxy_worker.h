@@ -104,7 +104,9 @@ struct chan {
         bool retired;   /* takes no more handoffs; still receives handbacks until it ends */
         unsigned sends; /* handoffs in flight on it */
         bool acks;      /* wharf-static said HELLO: it acknowledges marked handoffs */
+        bool ended;     /* nothing more comes from it (EOF or error) */
         uint16_t next_id;
+        uint16_t early_ack;   /* an ACK that came before its send's completion, else 0 */
         struct conn *pending; /* handed over, not acknowledged yet (still ours) */
         struct ring_op op_recv;
         struct handoff_rx rx;
