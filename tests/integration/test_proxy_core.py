@@ -746,7 +746,18 @@ def test_static_killed_with_handoffs_unread_loses_none(proxies, app, static_behi
     clients = [p.connect(timeout=15) for _ in range(5)]
     for c in clients:
         c.request("GET", f"/static/{name}")
-    time.sleep(0.5)  # handed over, unread
+    # All five handed over and unread in the stopped one's channel: a killed
+    # process's queued messages are dropped, so only the proxy's own copies
+    # can answer them afterwards.
+    queued = 0
+    deadline = time.monotonic() + 10
+    while queued < 5 * wh.HANDOFF_HEADER_SIZE and time.monotonic() < deadline:
+        time.sleep(0.1)
+        ss = subprocess.run(["ss", "-xpH", "state", "established"], capture_output=True,
+                            text=True).stdout
+        queued = sum(int(line.split()[1]) for line in ss.splitlines()
+                     if f"pid={st.daemon.pid}," in line)
+    assert queued >= 5 * wh.HANDOFF_HEADER_SIZE, f"{queued} bytes queued to wharf-static"
     st.daemon.proc.kill()
     st.daemon.wait_exit(5)
     mark = st.notify.mark()
