@@ -761,6 +761,42 @@ disable-logging = true
         return [self.executable(), "--ini", str(config)]
 
 
+class UwsgiFloor(WsgiBackend):
+    """tests/bench/uwsgi_floor.c: accept, read the uwsgi packet, send a fixed
+    hello, close; no Python. What every server behind uwsgi_pass pays at the
+    least, shown as the hello table's floor row."""
+
+    kind = "floor"
+    SOURCE = REPO / "tests/bench/uwsgi_floor.c"
+    TEMPLATE = """\
+[uwsgi]
+socket = $socket
+"""
+
+    def executable(self):
+        path = self.tmp / "uwsgi_floor"
+        return str(path) if path.exists() else None
+
+    def missing_reason(self):
+        cc = shutil.which("cc") or shutil.which("gcc")
+        if cc is None:
+            return "no C compiler to build tests/bench/uwsgi_floor.c"
+        out = subprocess.run([cc, "-O2", "-o", str(self.tmp / "uwsgi_floor"), str(self.SOURCE)],
+                             capture_output=True, text=True)
+        if out.returncode != 0:
+            return f"tests/bench/uwsgi_floor.c does not build: {out.stderr.strip()[-300:]}"
+        return None
+
+    def version(self):
+        return first_line([self.executable(), "--version"])
+
+    def command(self, config):
+        return [self.executable(), "--ini", str(config)]
+
+    def worker_pids(self):
+        return self.pids()  # one process, no master
+
+
 class NginxFront(Nginx):
     """One nginx (one worker) in front of every application server: a server
     block per backend, each on a port of its own, the same uwsgi_pass
@@ -899,6 +935,10 @@ def summarize_wsgi(runs, stacks, cases, args):
                  "",
                  "| " + " | ".join(head) + " |",
                  "|---" + "|--:" * (len(head) - 1) + "|"]
+        if "floor" in names:
+            lines[4:4] = ["floor: tests/bench/uwsgi_floor.c, a C server that only accepts, "
+                          "reads the packet, sends a fixed response and closes; no server "
+                          "can spend less per request.", ""]
         for name in names:
             m = per_server[name]
             if not m["valid_rounds"]:
@@ -940,8 +980,11 @@ def main_wsgi(args):
 
         backends = []
         for app in apps:
-            for backend in (WharfWsgi(tmp, args.server_cpu, app, args.wharf_wsgi),
-                            Uwsgi(tmp, args.server_cpu, app)):
+            candidates = [WharfWsgi(tmp, args.server_cpu, app, args.wharf_wsgi),
+                          Uwsgi(tmp, args.server_cpu, app)]
+            if app.name == "hello":
+                candidates.append(UwsgiFloor(tmp, args.server_cpu, app))
+            for backend in candidates:
                 if backend.kind in args.skip:
                     skipped[backend.name] = "left out with --skip"
                     continue
@@ -1425,8 +1468,8 @@ def parse_args():
     parser.add_argument("--skip", action="append", default=[], metavar="SERVER",
                         help="leave a server out (repeatable)")
     args = parser.parse_args()
-    if args.scenario == "wsgi" and set(args.skip) - {"wharf-wsgi", "uwsgi"}:
-        parser.error("wsgi: --skip takes wharf-wsgi or uwsgi")
+    if args.scenario == "wsgi" and set(args.skip) - {"wharf-wsgi", "uwsgi", "floor"}:
+        parser.error("wsgi: --skip takes wharf-wsgi, uwsgi or floor")
     if args.rounds < 1 or args.duration < 1 or args.connections < 1:
         parser.error("--rounds, --duration and --connections must be at least 1")
     if args.server_cpu == args.client_cpu:
