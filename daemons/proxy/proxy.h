@@ -96,6 +96,18 @@ struct location {
         uint64_t client_max_body_size;
         char *add_headers; /* "Name: value\r\n" lines, or NULL */
         size_t add_headers_len;
+        bool gzip; /* compress responses (the server's gzip, or the location's own) */
+};
+
+/* nginx's gzip module, for a virtual server. */
+struct gzip_conf {
+        bool on;
+        char *types; /* gzip_types: lowercase, space-separated, "text/html" first; "*" any */
+        uint64_t min_length; /* a body known to be shorter is sent as it is */
+        int level;           /* gzip_comp_level, 1..9 */
+        bool vary;           /* gzip_vary: add Vary: Accept-Encoding */
+        bool proxied;        /* gzip_proxied any: also for requests with Via */
+        int min_minor;       /* gzip_http_version: 1.0 -> 0, 1.1 -> 1 */
 };
 
 struct vserver {
@@ -108,6 +120,7 @@ struct vserver {
         unsigned keepalive_requests;
         bool server_tokens;
         char *access_log; /* off, journal, stderr, file:/path */
+        struct gzip_conf gzip;
 };
 
 struct proxy_config {

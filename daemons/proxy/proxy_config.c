@@ -45,6 +45,13 @@ struct server_settings {
         uint64_t max_header_size;
         uint64_t response_buffer;
         uint64_t splice_min;
+        bool gzip;
+        const char *gzip_types;
+        uint64_t gzip_min_length;
+        unsigned gzip_comp_level;
+        bool gzip_vary;
+        const char *gzip_proxied;
+        const char *gzip_http_version;
 };
 
 #define S(name, type)                                                                              \
@@ -69,6 +76,13 @@ static const struct config_key server_keys[] = {
     S(max_header_size, CONFIG_SIZE),
     S(response_buffer, CONFIG_SIZE),
     S(splice_min, CONFIG_SIZE),
+    S(gzip, CONFIG_BOOL),
+    S(gzip_types, CONFIG_STRING),
+    S(gzip_min_length, CONFIG_SIZE),
+    S(gzip_comp_level, CONFIG_UINT),
+    S(gzip_vary, CONFIG_BOOL),
+    S(gzip_proxied, CONFIG_STRING),
+    S(gzip_http_version, CONFIG_STRING),
     {},
 };
 #undef S
@@ -115,6 +129,8 @@ struct location_settings {
         uint64_t client_max_body_size;
         bool has_body_size;
         struct config_strv add_header;
+        bool gzip;
+        bool has_gzip;
 };
 
 #define L(name, key, type)                                                                         \
@@ -128,6 +144,7 @@ static const struct config_key location_keys[] = {
     L(return_, "return", CONFIG_STRING),
     L(client_max_body_size, "client_max_body_size", CONFIG_SIZE),
     L(add_header, "add_header", CONFIG_STRV),
+    L(gzip, "gzip", CONFIG_BOOL),
     {},
 };
 #undef L
@@ -273,6 +290,11 @@ static void server_defaults(struct server_settings *s)
             .max_header_size = 16 * 1024,
             .response_buffer = 1024 * 1024,
             .splice_min = 256 * 1024,
+            .gzip_types = "text/html",
+            .gzip_min_length = 20,
+            .gzip_comp_level = 1,
+            .gzip_proxied = "off",
+            .gzip_http_version = "1.1",
         };
 }
 
@@ -294,6 +316,63 @@ static int add_vserver(struct builder *b)
         c->n_servers = n;
         server_defaults(&b->server_settings[n - 1]);
         return 0;
+}
+
+/*
+ * gzip_types as nginx writes it ("text/css application/json", or "*"),
+ * kept lowercase and space-separated with text/html always first.
+ */
+static int gzip_types_build(const char *list, char **ret)
+{
+        size_t n = strlen(list);
+        char *out = malloc(n + sizeof("text/html ")), *o = out;
+
+        if (!out)
+                return -ENOMEM;
+        o = stpcpy(o, "text/html");
+        for (const char *p = list; *p;) {
+                size_t len = strcspn(p, " \t");
+                if (len == 0) {
+                        p++;
+                        continue;
+                }
+                const char *slash = memchr(p, '/', len);
+                bool any = len == 1 && *p == '*';
+                if (!any && (!slash || slash == p || slash == p + len - 1)) {
+                        free(out);
+                        return -EINVAL;
+                }
+                if (len != 9 || strncasecmp(p, "text/html", 9) != 0) {
+                        *o++ = ' ';
+                        for (size_t i = 0; i < len; i++)
+                                *o++ = (char) tolower((unsigned char) p[i]);
+                }
+                p += len;
+        }
+        *o = '\0';
+        *ret = out;
+        return 0;
+}
+
+/* A gzip_ key's value, checked where it is written; config_set() checked its syntax. */
+static void gzip_value_check(struct builder *b, const struct config_entry *e)
+{
+        const char *v = e->value, *why = NULL;
+        char *types = NULL;
+        unsigned level;
+
+        if (streq(e->key, "gzip_comp_level") && config_parse_uint(v, &level) == 0 &&
+            (level < 1 || level > 9))
+                why = "is not a level from 1 to 9";
+        else if (streq(e->key, "gzip_proxied") && !streq(v, "off") && !streq(v, "any"))
+                why = "is not off or any (nginx's finer choices are not implemented)";
+        else if (streq(e->key, "gzip_http_version") && !streq(v, "1.0") && !streq(v, "1.1"))
+                why = "is not 1.0 or 1.1";
+        else if (streq(e->key, "gzip_types") && gzip_types_build(v, &types) == -EINVAL)
+                why = "is not a list of MIME types (type/subtype) or *";
+        free(types);
+        if (why)
+                config_diag_add(b->diag, true, b->f->path, e->line, e->key, "'%s' %s", v, why);
 }
 
 /* Pass one: sort every entry into the section struct it belongs to. */
@@ -429,6 +508,10 @@ static int collect(struct builder *b)
                         return r;
                 if (kind == SEC_LOCATION && streq(e->key, "client_max_body_size"))
                         ((struct location_settings *) target)->has_body_size = true;
+                if (kind == SEC_LOCATION && streq(e->key, "gzip"))
+                        ((struct location_settings *) target)->has_gzip = true;
+                if (kind == SEC_SERVER && strncmp(e->key, "gzip_", 5) == 0)
+                        gzip_value_check(b, e);
         }
         return 0;
 }
@@ -593,6 +676,7 @@ static int build_location(struct builder *b, size_t i, struct location *l)
         l->prefix_len = strlen(arg);
         l->client_max_body_size =
             s->has_body_size ? s->client_max_body_size : vs->client_max_body_size;
+        l->gzip = s->has_gzip ? s->gzip : vs->gzip.on;
 
         if (n_actions != 1) {
                 diag_at(b->diag, b->f, e,
@@ -659,6 +743,18 @@ static int build_location(struct builder *b, size_t i, struct location *l)
         return 0;
 }
 
+static int build_gzip(const struct server_settings *s, struct gzip_conf *g)
+{
+        g->on = s->gzip;
+        g->min_length = s->gzip_min_length;
+        g->level = (int) s->gzip_comp_level;
+        g->vary = s->gzip_vary;
+        g->proxied = streq(s->gzip_proxied, "any");
+        g->min_minor = streq(s->gzip_http_version, "1.0") ? 0 : 1;
+        int r = gzip_types_build(s->gzip_types, &g->types);
+        return r == -ENOMEM ? r : 0; /* a bad list was reported by gzip_value_check() */
+}
+
 static int build_servers(struct builder *b)
 {
         struct proxy_config *c = b->c;
@@ -698,13 +794,15 @@ static int build_servers(struct builder *b)
                 vs->access_log = strdup(s->access_log);
                 if (!vs->access_log)
                         return -ENOMEM;
+                snprintf(origin, sizeof(origin), "[server] %zu", i + 1);
                 if (!streq(s->access_log, "off") && !streq(s->access_log, "journal") &&
-                    !streq(s->access_log, "stderr") && strncmp(s->access_log, "file:", 5) != 0) {
-                        snprintf(origin, sizeof(origin), "[server] %zu", i + 1);
+                    !streq(s->access_log, "stderr") && strncmp(s->access_log, "file:", 5) != 0)
                         config_diag_add(b->diag, true, origin, 0, "access_log",
                                         "'%s' is not off, journal, stderr or file:/path",
                                         s->access_log);
-                }
+                int r = build_gzip(s, &vs->gzip);
+                if (r < 0)
+                        return r;
         }
         for (size_t i = 0; i < b->n_loc_settings; i++) {
                 struct vserver *vs = &c->servers[b->loc_server[i]];
@@ -910,6 +1008,7 @@ struct proxy_config *proxy_config_free(struct proxy_config *c)
                         free((char *) vs->names.v[j]);
                 config_strv_done(&vs->names);
                 free(vs->access_log);
+                free(vs->gzip.types);
         }
         free(c->servers);
         for (size_t i = 0; i < c->n_upstreams; i++) {

@@ -396,6 +396,7 @@ static void conn_free(struct conn *c)
         free(c->uphead);
         c->in = c->cbody = c->uphead = NULL;
         outq_clear(c);
+        gzip_give(&w->gz_pool, &c->gz);
         spipe_put(w, &c->sp, c->sp_bytes == 0);
         if (c->cfg) {
                 atomic_fetch_sub(&c->cfg->refs, 1);
@@ -512,6 +513,7 @@ static void request_reset(struct conn *c)
         c->up_usec = 0;
         c->up_addr = NULL;
         c->body_broken = false;
+        gzip_give(&c->w->gz_pool, &c->gz);
         spipe_put(c->w, &c->sp, c->sp_bytes == 0);
         c->sp_bytes = 0;
 }

@@ -526,6 +526,7 @@ void exchange_start(struct conn *c, const struct http_request *req, size_t head_
         } else {
                 body_len = req->body == HTTP_BODY_LENGTH ? req->content_length : 0;
         }
+        c->gz_accept = c->loc->gzip && gzip_request_accepts(&c->vs->gzip, req);
         c->uphead = malloc(UP_HEAD_MAX);
         r = !c->uphead                  ? -ENOMEM
             : c->loc->kind == LOC_UWSGI ? build_uwsgi(c, req, body_len, keepalive)
@@ -801,7 +802,8 @@ void exchange_input(struct conn *c)
 
 /* ---- the response ---- */
 
-static void emit(struct conn *c, const char *p, size_t n)
+/* Body bytes as they go to the client, framed for it. */
+static void emit_raw(struct conn *c, const char *p, size_t n)
 {
         char line[24];
         bool ok = true;
@@ -823,6 +825,27 @@ static void emit(struct conn *c, const char *p, size_t n)
         c->body_bytes_out += n;
 }
 
+static bool emit_gz_out(void *arg, const char *p, size_t n)
+{
+        struct conn *c = arg;
+
+        emit_raw(c, p, n);
+        return !c->abort_after;
+}
+
+/* Body bytes from the upstream: compressed first when the response is. */
+static void emit(struct conn *c, const char *p, size_t n)
+{
+        if (!c->gz) {
+                emit_raw(c, p, n);
+                return;
+        }
+        if (gzip_deflate(c->gz, p, n, false, emit_gz_out, c) < 0) {
+                c->abort_after = true;
+                c->rstate = RESP_DONE;
+        }
+}
+
 static void response_complete(struct conn *c)
 {
         struct upconn *u = c->up;
@@ -830,6 +853,9 @@ static void response_complete(struct conn *c)
                          (c->body != HTTP_BODY_CHUNKED || c->cbody_sent == c->cbody_len);
 
         c->rstate = RESP_DONE;
+        if (c->gz && !c->abort_after && gzip_deflate(c->gz, NULL, 0, true, emit_gz_out, c) < 0)
+                c->abort_after = true;
+        gzip_give(&c->w->gz_pool, &c->gz);
         if (c->cf == CF_CHUNKED && !c->abort_after)
                 (void) outq_append(c, "0\r\n\r\n", 5);
         c->up_usec = now_us() - c->up_started_us;
@@ -899,7 +925,7 @@ static bool write_client_head(struct conn *c, const struct http_response *resp)
 
         if (resp->body == HTTP_RESP_NONE)
                 c->cf = CF_NONE;
-        else if (resp->body == HTTP_RESP_LENGTH)
+        else if (resp->body == HTTP_RESP_LENGTH && !c->gz)
                 c->cf = CF_LENGTH;
         else if (c->minor_version == 1)
                 c->cf = CF_CHUNKED;
@@ -930,8 +956,16 @@ static bool write_client_head(struct conn *c, const struct http_response *resp)
                 const struct http_header *h = &resp->headers[i];
                 if (resp_header_dropped(h->name, c->cf))
                         continue;
-                ok = outq_append(c, h->name.ptr, h->name.len) && outq_append(c, ": ", 2) &&
-                     outq_append(c, h->value.ptr, h->value.len) && outq_append(c, "\r\n", 2);
+                ok = outq_append(c, h->name.ptr, h->name.len) && outq_append(c, ": ", 2);
+                /* The compressed body is another representation: its ETag can only be weak. */
+                if (c->gz && name_is(h->name, "ETag") && h->value.len > 0 && h->value.ptr[0] == '"')
+                        ok = ok && outq_append(c, "W/", 2);
+                ok = ok && outq_append(c, h->value.ptr, h->value.len) && outq_append(c, "\r\n", 2);
+        }
+        if (c->gz) {
+                ok = ok && outq_append(c, "Content-Encoding: gzip\r\n", 24);
+                if (c->vs->gzip.vary)
+                        ok = ok && outq_append(c, "Vary: Accept-Encoding\r\n", 23);
         }
         if (c->cf == CF_LENGTH) {
                 k = snprintf(line, sizeof(line), "Content-Length: %llu\r\n",
@@ -996,6 +1030,9 @@ static void response_head(struct conn *c)
         c->rbody = resp.body;
         c->rleft = resp.content_length;
         http_chunked_init(&c->rchunk, 0);
+        /* Out of memory for a stream: the response goes uncompressed. */
+        if (c->gz_accept && gzip_response_wanted(&c->vs->gzip, &resp))
+                c->gz = gzip_take(&c->w->gz_pool, c->vs->gzip.level);
         if (!write_client_head(c, &resp)) {
                 up_fail(c, 502, "out of memory", 0);
                 return;

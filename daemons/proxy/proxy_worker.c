@@ -502,7 +502,9 @@ static void worker_teardown(struct worker *w)
                 for (unsigned i = 0; i < w->pool_used; i++) {
                         w->conns[i].fd = safe_close(w->conns[i].fd);
                         spipe_put(w, &w->conns[i].sp, false);
+                        gzip_give(&w->gz_pool, &w->conns[i].gz);
                 }
+        gzip_pool_done(&w->gz_pool);
         while (w->n_free_pipes > 0) {
                 struct spipe *p = &w->free_pipes[--w->n_free_pipes];
                 close(p->rfd);

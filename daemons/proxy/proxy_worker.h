@@ -17,6 +17,7 @@
 #include "http_response.h"
 #include "log.h"
 #include "proxy.h"
+#include "proxy_gzip.h"
 #include "ring.h"
 #include "util.h"
 
@@ -191,7 +192,9 @@ struct conn {
         struct spipe sp;
         size_t sp_bytes;
         struct ring_op op_sp_out;
-        bool fresh_only; /* an idle connection failed: open new ones for this request */
+        bool fresh_only;     /* an idle connection failed: open new ones for this request */
+        bool gz_accept;      /* the request and location allow a gzip response */
+        struct gzstream *gz; /* this response is being compressed */
 
         /* Handoff message. */
         uint8_t hd_header[HANDOFF_HEADER_SIZE];
@@ -247,6 +250,7 @@ struct worker {
         unsigned n_free_obufs;
         struct spipe free_pipes[PIPE_FREE_MAX];
         unsigned n_free_pipes;
+        struct gzip_pool gz_pool;
 
         uint64_t now; /* ms */
         char date[HTTP_DATE_LEN + 1];

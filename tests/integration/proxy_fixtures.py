@@ -6,6 +6,7 @@ wharf-wsgi and wharf-static from this build, and scripted raw upstreams
 (RawUpstream) for the misbehaviours no real server shows on demand.
 """
 
+import shutil
 import signal
 import socket
 import threading
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import wharf_harness as wh
+from wsgi_fixtures import WsgiServer, wsgi_binary_or_skip
 
 
 def proxy_binary_or_skip() -> Path:
@@ -184,3 +186,41 @@ def read_uwsgi_request(conn: socket.socket, timeout: float = 10.0) -> tuple:
     length = int(dict(pairs).get("CONTENT_LENGTH") or 0)
     need(length)
     return pairs, data[:length]
+
+
+# Fixtures: a test module imports the ones it uses.
+
+@pytest.fixture
+def proxies():
+    """proxies(config_text, **kw) -> a started ProxyServer; all stopped and checked after."""
+    binary = proxy_binary_or_skip()
+    made = []
+
+    def make(config, **kw):
+        work = wh.short_tempdir("px-")
+        p = ProxyServer(binary, work, config, **kw)
+        made.append((p, work))
+        return p.start()
+
+    yield make
+    errors = []
+    for p, work in made:
+        try:
+            p.stop_and_check()
+        except AssertionError as e:
+            errors.append(str(e))
+        shutil.rmtree(work, ignore_errors=True)
+    assert not errors, "\n".join(errors)
+
+
+@pytest.fixture(scope="module")
+def app():
+    """wharf-wsgi (master, two workers) running apps/pep3333.py on a unix socket."""
+    binary = wsgi_binary_or_skip()
+    work = wh.short_tempdir("px-app-")
+    server = WsgiServer(binary, work, ["--master", "--processes", "2"],
+                        warnings_are_errors=False)
+    server.start()
+    yield server
+    server.stop_and_check()
+    shutil.rmtree(work, ignore_errors=True)

@@ -83,7 +83,7 @@ def stack():
         static.wait_ready()
 
         (work / "proxy.ini").write_text(
-            "[server]\nserver_name = localhost\nclient_max_body_size = 75M\n"
+            "[server]\nserver_name = localhost\nclient_max_body_size = 75M\ngzip = on\n"
             f"access_log = file:{work / 'access.log'}\n\n"
             f"[upstream django]\nserver = unix:{wsgi_path}\nkeepalive = 4\n\n"
             f"[location /static/]\nstatic = {handoff}\n\n"
@@ -152,6 +152,12 @@ def test_admin_login_with_static_styles(stack, browser):
     WebDriverWait(browser, 20).until(ec.presence_of_element_located((By.ID, "user-tools")))
     assert browser.current_url.rstrip("/").endswith("/admin")
     assert "demo" in browser.find_element(By.ID, "user-tools").text.lower()
+
+    # The page came gzip-compressed (gzip = on) and Chromium inflated it.
+    sizes = browser.execute_script(
+        "const n = performance.getEntriesByType('navigation')[0];"
+        "return [n.encodedBodySize, n.decodedBodySize]")
+    assert 0 < sizes[0] < sizes[1] / 2, f"encoded, decoded body sizes: {sizes}"
 
     # Styles applied: the header has the admin's colour, not the browser default.
     header_bg = browser.execute_script(

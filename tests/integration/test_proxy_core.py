@@ -24,49 +24,13 @@ import pytest
 
 import wharf_harness as wh
 from conftest import StaticServer, build_tree, static_binary_or_skip
-from proxy_fixtures import (ProxyServer, RawUpstream, proxy_binary_or_skip, read_http_request,
-                            read_uwsgi_request)
-from wsgi_fixtures import WsgiServer, wsgi_binary_or_skip
+from proxy_fixtures import (RawUpstream, app, proxies,  # noqa: F401 (fixtures)
+                            proxy_binary_or_skip, read_http_request, read_uwsgi_request)
 
 sys.path.insert(0, str(Path(__file__).parent / "apps"))
 from pep3333 import big_body  # noqa: E402 (the test app's own bytes)
 
 BINARY = proxy_binary_or_skip()
-
-
-@pytest.fixture
-def proxies():
-    """proxies(config_text, **kw) -> a started ProxyServer; all stopped and checked after."""
-    made = []
-
-    def make(config, **kw):
-        work = wh.short_tempdir("px-")
-        p = ProxyServer(BINARY, work, config, **kw)
-        made.append((p, work))
-        return p.start()
-
-    yield make
-    errors = []
-    for p, work in made:
-        try:
-            p.stop_and_check()
-        except AssertionError as e:
-            errors.append(str(e))
-        shutil.rmtree(work, ignore_errors=True)
-    assert not errors, "\n".join(errors)
-
-
-@pytest.fixture(scope="module")
-def app():
-    """wharf-wsgi (master, two workers) running apps/pep3333.py on a unix socket."""
-    binary = wsgi_binary_or_skip()
-    work = wh.short_tempdir("px-app-")
-    server = WsgiServer(binary, work, ["--master", "--processes", "2"],
-                        warnings_are_errors=False)
-    server.start()
-    yield server
-    server.stop_and_check()
-    shutil.rmtree(work, ignore_errors=True)
 
 
 def uwsgi_site(app, keepalive=4, extra=""):

@@ -197,6 +197,15 @@ static void test_refusals(void)
             {"[server]\nlog_level = loud\n", "not debug", NULL},
             {"[server]\nmax_header_size = 100\n", "between 1k and 1M", NULL},
             {"key = value\n", "outside of any section", "proxy.ini:1"},
+            {"[server]\ngzip = on\ngzip_comp_level = 10\n", "from 1 to 9", "proxy.ini:3"},
+            {"[server]\ngzip_comp_level = 0\n", "from 1 to 9", "proxy.ini:2"},
+            {"[server]\ngzip_proxied = expired\n", "off or any", "proxy.ini:2"},
+            {"[server]\ngzip_http_version = 2\n", "1.0 or 1.1", "proxy.ini:2"},
+            {"[server]\ngzip_types = text/css html\n", "MIME types", "proxy.ini:2"},
+            {"[server]\ngzip_types = /css\n", "MIME types", "proxy.ini:2"},
+            {"[server]\ngzip_min_length = short\n", "not a size", "proxy.ini:2"},
+            {"[location /]\nreturn = 200\ngzip = maybe\n", "gzip", "proxy.ini:3"},
+            {"[location /]\nreturn = 200\ngzip_types = text/css\n", "unknown key", "proxy.ini:3"},
         };
 
         for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
@@ -214,6 +223,34 @@ static void test_refusals(void)
                                 printf("#   %s\n", diag.messages[j]);
                 proxy_config_free(c);
         }
+}
+
+static void test_gzip(void)
+{
+        struct proxy_config *c = load("[server]\n"
+                                      "[location /]\nreturn = 200\n"
+                                      "[server b]\nserver_name = b\ngzip = on\n"
+                                      "gzip_types = TEXT/CSS\tapplication/json  *\n"
+                                      "gzip_comp_level = 6\ngzip_min_length = 1k\n"
+                                      "gzip_vary = on\ngzip_proxied = any\n"
+                                      "gzip_http_version = 1.0\n"
+                                      "[location /]\nreturn = 200\n"
+                                      "[location /stream/]\nreturn = 200\ngzip = off\n");
+        if (!ok(c != NULL, "gzip settings load"))
+                return;
+        const struct gzip_conf *d = &c->servers[0].gzip, *g = &c->servers[1].gzip;
+        ok(!d->on && d->level == 1 && d->min_length == 20 && !d->vary && !d->proxied &&
+               d->min_minor == 1 && streq(d->types, "text/html"),
+           "nginx's defaults: off, level 1, 20 bytes, text/html, HTTP/1.1, not proxied");
+        ok(!c->servers[0].locations[0].gzip, "a location follows its server (off)");
+        ok(g->on && g->level == 6 && g->min_length == 1024 && g->vary && g->proxied &&
+               g->min_minor == 0,
+           "every key read");
+        ok(streq(g->types, "text/html text/css application/json *"),
+           "types lowercase, text/html always first: '%s'", g->types);
+        ok(c->servers[1].locations[0].gzip, "a location follows its server (on)");
+        ok(!c->servers[1].locations[1].gzip, "a location turns it off");
+        proxy_config_free(c);
 }
 
 static void test_all_problems_reported(void)
@@ -292,6 +329,7 @@ int main(void)
         subtest("routing", test_routing);
         subtest("upstream servers", test_upstream_servers);
         subtest("refusals", test_refusals);
+        subtest("gzip", test_gzip);
         subtest("every problem at once", test_all_problems_reported);
         subtest("no locations", test_no_locations_warns);
         subtest("response buffers", test_buffers);
