@@ -32,7 +32,7 @@ bool gzip_request_accepts(const struct gzip_conf *g, const struct http_request *
 {
         const struct http_header *ae;
 
-        if (req->method == HTTP_HEAD || req->minor_version < g->min_minor)
+        if (req->minor_version < g->min_minor)
                 return false;
         if (!g->proxied && http_find_header(req, "Via"))
                 return false;
@@ -63,16 +63,22 @@ bool gzip_type_listed(const char *types, struct span content_type)
         return false;
 }
 
-bool gzip_response_wanted(const struct gzip_conf *g, const struct http_response *resp)
+bool gzip_response_wanted(const struct gzip_conf *g, const struct http_response *resp,
+                          bool head_request)
 {
         const struct http_header *ct;
 
         if (resp->status != 200 && resp->status != 403 && resp->status != 404)
                 return false;
-        if (resp->body == HTTP_RESP_NONE)
+        if (head_request) {
+                /* No body follows, but the head says what a GET would get. */
+                if (http_response_header(resp, "Content-Length") &&
+                    resp->content_length < g->min_length)
+                        return false;
+        } else if (resp->body == HTTP_RESP_NONE ||
+                   (resp->body == HTTP_RESP_LENGTH && resp->content_length < g->min_length)) {
                 return false;
-        if (resp->body == HTTP_RESP_LENGTH && resp->content_length < g->min_length)
-                return false;
+        }
         /* Already encoded by the application: never twice. */
         if (http_response_header(resp, "Content-Encoding"))
                 return false;

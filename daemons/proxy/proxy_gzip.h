@@ -3,11 +3,14 @@
  * proxy_gzip: nginx's gzip filter for the responses wharf-proxy relays.
  *
  * Whether a response is compressed is decided as nginx decides it: the
- * request must accept gzip (Accept-Encoding, q > 0), not be a HEAD, be at
- * least gzip_http_version, and carry no Via unless gzip_proxied is any; the
  * response must be a 200, 403 or 404 with a body, no Content-Encoding of its
  * own, a Content-Type among gzip_types, and not be known to be shorter than
- * gzip_min_length.
+ * gzip_min_length (gzip_response_wanted); such a response gets Vary:
+ * Accept-Encoding with gzip_vary, whoever asked. It is compressed when the
+ * request accepts gzip (Accept-Encoding, q > 0), is at least
+ * gzip_http_version, and carries no Via unless gzip_proxied is any
+ * (gzip_request_accepts). A HEAD gets the head a GET would get: gzip, no
+ * Content-Length.
  *
  * The body is compressed as it arrives and each piece is flushed at once
  * (Z_SYNC_FLUSH): a response the application streams reaches the client as
@@ -32,7 +35,9 @@ struct gzip_pool {
 };
 
 bool gzip_request_accepts(const struct gzip_conf *g, const struct http_request *req);
-bool gzip_response_wanted(const struct gzip_conf *g, const struct http_response *resp);
+/* head_request: resp answers a HEAD, whose head must still say what a GET would get. */
+bool gzip_response_wanted(const struct gzip_conf *g, const struct http_response *resp,
+                          bool head_request);
 /* Is the type of a Content-Type value (parameters ignored) in types (gzip_conf.types)? */
 bool gzip_type_listed(const char *types, struct span content_type);
 

@@ -526,7 +526,7 @@ void exchange_start(struct conn *c, const struct http_request *req, size_t head_
         } else {
                 body_len = req->body == HTTP_BODY_LENGTH ? req->content_length : 0;
         }
-        c->gz_accept = c->loc->gzip && gzip_request_accepts(&c->vs->gzip, req);
+        c->gz_accept = gzip_request_accepts(&c->vs->gzip, req);
         c->uphead = malloc(UP_HEAD_MAX);
         r = !c->uphead                  ? -ENOMEM
             : c->loc->kind == LOC_UWSGI ? build_uwsgi(c, req, body_len, keepalive)
@@ -954,19 +954,20 @@ static bool write_client_head(struct conn *c, const struct http_response *resp)
              outq_append(c, "\r\n", 2);
         for (size_t i = 0; i < resp->n_headers && ok; i++) {
                 const struct http_header *h = &resp->headers[i];
-                if (resp_header_dropped(h->name, c->cf))
+                if (resp_header_dropped(h->name, c->cf) ||
+                    (c->gz_head && name_is(h->name, "Content-Length")))
                         continue;
                 ok = outq_append(c, h->name.ptr, h->name.len) && outq_append(c, ": ", 2);
                 /* The compressed body is another representation: its ETag can only be weak. */
-                if (c->gz && name_is(h->name, "ETag") && h->value.len > 0 && h->value.ptr[0] == '"')
+                if (c->gz_head && name_is(h->name, "ETag") && h->value.len > 0 &&
+                    h->value.ptr[0] == '"')
                         ok = ok && outq_append(c, "W/", 2);
                 ok = ok && outq_append(c, h->value.ptr, h->value.len) && outq_append(c, "\r\n", 2);
         }
-        if (c->gz) {
+        if (c->gz_head)
                 ok = ok && outq_append(c, "Content-Encoding: gzip\r\n", 24);
-                if (c->vs->gzip.vary)
-                        ok = ok && outq_append(c, "Vary: Accept-Encoding\r\n", 23);
-        }
+        if (c->gz_vary)
+                ok = ok && outq_append(c, "Vary: Accept-Encoding\r\n", 23);
         if (c->cf == CF_LENGTH) {
                 k = snprintf(line, sizeof(line), "Content-Length: %llu\r\n",
                              (unsigned long long) resp->content_length);
@@ -1030,9 +1031,20 @@ static void response_head(struct conn *c)
         c->rbody = resp.body;
         c->rleft = resp.content_length;
         http_chunked_init(&c->rchunk, 0);
-        /* Out of memory for a stream: the response goes uncompressed. */
-        if (c->gz_accept && gzip_response_wanted(&c->vs->gzip, &resp))
+        /*
+         * A response that could be compressed varies with Accept-Encoding
+         * also when this client gets it as it is (a cache must know), as
+         * with nginx. A HEAD gets the head a GET would. Out of memory for
+         * a stream, the response goes uncompressed.
+         */
+        bool head = c->method == HTTP_HEAD;
+        bool gz_able = c->loc->gzip && gzip_response_wanted(&c->vs->gzip, &resp, head);
+        c->gz_vary = gz_able && c->vs->gzip.vary;
+        c->gz_head = gz_able && c->gz_accept;
+        if (c->gz_head && !head) {
                 c->gz = gzip_take(&c->w->gz_pool, c->vs->gzip.level);
+                c->gz_head = c->gz != NULL;
+        }
         if (!write_client_head(c, &resp)) {
                 up_fail(c, 502, "out of memory", 0);
                 return;

@@ -193,7 +193,9 @@ struct conn {
         size_t sp_bytes;
         struct ring_op op_sp_out;
         bool fresh_only;     /* an idle connection failed: open new ones for this request */
-        bool gz_accept;      /* the request and location allow a gzip response */
+        bool gz_accept;      /* the request takes a gzip response */
+        bool gz_vary;        /* the response says Vary: Accept-Encoding */
+        bool gz_head;        /* the response says Content-Encoding: gzip */
         struct gzstream *gz; /* this response is being compressed */
 
         /* Handoff message. */

@@ -6,6 +6,9 @@ large bodies that would otherwise be spliced, and an upstream that breaks in
 the middle. Scripted HTTP upstreams (RawUpstream) answer what each case
 needs; the streamed case runs through wharf-wsgi over uwsgi."""
 
+import os
+import shutil
+import subprocess
 import sys
 import threading
 import zlib
@@ -34,7 +37,7 @@ def serving(head: bytes, body: bytes = PAGE):
             request, _ = read_http_request(conn)
             if not request:
                 return
-            conn.sendall(head + body)
+            conn.sendall(head if request.startswith(b"HEAD ") else head + body)
     return handler
 
 
@@ -61,7 +64,12 @@ def test_a_page_is_compressed_for_a_client_that_takes_gzip(proxies):
                 assert r.has_token("Vary", "Accept-Encoding") and r.has_token("Vary", "Cookie")
                 assert zlib.decompress(r.body, 16 + 15) == PAGE
                 assert len(r.body) < len(PAGE) // 4
+            # A HEAD gets the head its GET would get, without a body.
+            r = c.exchange("HEAD", "/", GZIP)
+            assert r.header("Content-Encoding") == "gzip" and r.header("ETag") == 'W/"v1"'
+            assert r.header("Content-Length") is None and r.body == b""
             r = c.exchange("GET", "/")
+            assert r.has_token("Vary", "Accept-Encoding"), "a cache must know it varies"
             assert r.header("Content-Encoding") is None
             assert r.header("Content-Length") == str(len(PAGE))
             assert r.header("ETag") == '"v1"'
@@ -71,7 +79,7 @@ def test_a_page_is_compressed_for_a_client_that_takes_gzip(proxies):
 
 
 @pytest.mark.parametrize("case", [
-    "type-not-listed", "already-encoded", "shorter-than-min", "status-500", "head",
+    "type-not-listed", "already-encoded", "shorter-than-min", "status-500", "head-short",
     "http-1.0", "via", "location-off", "q-zero", "gzip-off"])
 def test_what_is_not_compressed(proxies, case):
     head = html_head()
@@ -84,8 +92,9 @@ def test_what_is_not_compressed(proxies, case):
         server += "gzip_min_length = %d\n" % (len(PAGE) + 1)
     elif case == "status-500":
         head = head.replace(b"200 OK", b"500 Internal Server Error")
-    elif case == "head":
+    elif case == "head-short":
         method = "HEAD"
+        server += "gzip_min_length = %d\n" % (len(PAGE) + 1)
     elif case == "http-1.0":
         version = "1.0"
     elif case == "via":
@@ -222,3 +231,114 @@ def test_uwsgi_responses_streamed_and_large(proxies, app):
         assert zlib.decompress(r.body, 16 + 15) == big_body(n)
         r = c.exchange("GET", f"/big?n={n}")
         assert r.header("Content-Encoding") is None and r.body == big_body(n)
+
+
+# ---------------------------------------------------------------------------
+# Side by side with Debian's nginx: the same upstream answers, the same
+# requests, the same gzip settings; both must compress exactly the same
+# responses, with the same headers, to bodies that inflate alike.
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+NGINX_CONF = """\
+worker_processes 1;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/nginx-error.log;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/ngx-body;
+    proxy_temp_path {d}/ngx-proxy;
+    fastcgi_temp_path {d}/ngx-fcgi;
+    uwsgi_temp_path {d}/ngx-uwsgi;
+    scgi_temp_path {d}/ngx-scgi;
+    gzip on;
+    gzip_types text/css application/json;
+    gzip_vary on;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_http_version 1.1;
+            proxy_pass http://{upstream};
+        }}
+    }}
+}}
+"""
+
+# path -> what the upstream answers (PAGE follows the head, except for 204)
+ANSWERS = {
+    "/html": html_head(),
+    "/css": html_head().replace(b"text/html; charset=utf-8", b"text/css"),
+    "/png": html_head().replace(b"text/html; charset=utf-8", b"image/png"),
+    "/br": html_head(b"Content-Encoding: br\r\n"),
+    "/short": b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 19\r\n\r\n",
+    "/500": html_head().replace(b"200 OK", b"500 Internal Server Error"),
+    "/404": html_head().replace(b"200 OK", b"404 Not Found"),
+    "/204": b"HTTP/1.1 204 No Content\r\nContent-Type: text/html\r\n\r\n",
+    "/etag": html_head(b'ETag: "v7"\r\n'),
+    "/weak": html_head(b'ETag: W/"v7"\r\n'),
+    "/chunked": (b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n"
+                 b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(PAGE), PAGE)),
+}
+VARIANTS = {
+    "gzip": ("GET", "HTTP/1.1", GZIP),
+    "identity": ("GET", "HTTP/1.1", []),
+    "head": ("HEAD", "HTTP/1.1", GZIP),
+    "http-1.0": ("GET", "HTTP/1.0", GZIP),
+    "via": ("GET", "HTTP/1.1", GZIP + [("Via", "1.1 cache")]),
+    "q-zero": ("GET", "HTTP/1.1", [("Accept-Encoding", "gzip;q=0")]),
+}
+
+
+def answer_by_path(conn):
+    while True:
+        request, _ = read_http_request(conn)
+        if not request:
+            return
+        path = request.split(b" ")[1].decode()
+        head = ANSWERS[path]
+        method = request.split(b" ")[0]
+        body = b"" if method == b"HEAD" or path in ("/204", "/chunked") else PAGE[:19] \
+            if path == "/short" else PAGE
+        conn.sendall(head if method == b"HEAD" else head + body)
+
+
+def outcome(addr, path, variant):
+    method, version, headers = VARIANTS[variant]
+    with wh.HttpConnection(addr, timeout=10) as c:
+        c.send(wh.build_request(method, path, headers, version=version))
+        r = c.read_response(method)
+    body = r.body
+    if r.header("Content-Encoding") == "gzip" and method != "HEAD":
+        body = zlib.decompress(body, 16 + 15)
+    return (r.status, r.header("Content-Encoding"), r.has_token("Vary", "Accept-Encoding"),
+            r.header("ETag"), body)
+
+
+@pytest.mark.skipif(not os.access(NGINX, os.X_OK), reason="Debian's nginx is not installed")
+def test_the_same_responses_are_compressed_as_by_nginx(proxies):
+    up = RawUpstream(answer_by_path)
+    work = wh.short_tempdir("pz-ngx-")
+    port = wh.free_tcp_port()
+    conf = work / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(d=work, port=port, upstream=up.address))
+    nginx = subprocess.Popen([NGINX, "-c", str(conf), "-e", str(work / "nginx-error.log")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wh.wait_connectable(("127.0.0.1", port)).close()
+        p = proxies(site(up.address, "gzip = on\ngzip_types = text/css application/json\n"
+                                     "gzip_vary = on\n"))
+        compressed = 0
+        for path in ANSWERS:
+            for variant in VARIANTS:
+                theirs = outcome(("127.0.0.1", port), path, variant)
+                ours = outcome(p.address, path, variant)
+                assert ours == theirs, f"{path} {variant}: wharf {ours[:4]}, nginx {theirs[:4]}"
+                compressed += theirs[1] == "gzip"
+        # /html /css /404 /etag /weak /chunked, for the GET and the HEAD that take gzip
+        assert compressed == 12
+    finally:
+        nginx.terminate()
+        nginx.wait(10)
+        up.close()
+        wh.remove_tree(work)

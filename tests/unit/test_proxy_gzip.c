@@ -48,8 +48,8 @@ static void test_requests(void)
         ok(!request_accepts(&conf, "GET / HTTP/1.1\r\nHost: a\r\nAccept-Encoding: gzipx\r\n\r\n"),
            "a longer token is another coding");
         ok(!request_accepts(&conf, "GET / HTTP/1.1\r\nHost: a\r\n\r\n"), "no Accept-Encoding");
-        ok(!request_accepts(&conf, "HEAD / HTTP/1.1\r\nHost: a\r\nAccept-Encoding: gzip\r\n\r\n"),
-           "HEAD: no body to compress");
+        ok(request_accepts(&conf, "HEAD / HTTP/1.1\r\nHost: a\r\nAccept-Encoding: gzip\r\n\r\n"),
+           "HEAD: the head a GET would get");
         ok(!request_accepts(&conf, "GET / HTTP/1.0\r\nAccept-Encoding: gzip\r\n\r\n"),
            "HTTP/1.0 below gzip_http_version 1.1");
         ok(request_accepts(&old, "GET / HTTP/1.0\r\nAccept-Encoding: gzip\r\n\r\n"),
@@ -62,13 +62,18 @@ static void test_requests(void)
            "Via with gzip_proxied any");
 }
 
-static bool response_wanted(const char *raw)
+static bool response_wanted_to(const char *raw, bool head)
 {
         struct http_response resp;
 
-        if (http_parse_response(raw, strlen(raw), strlen(raw), false, &resp) <= 0)
+        if (http_parse_response(raw, strlen(raw), strlen(raw), head, &resp) <= 0)
                 return false;
-        return gzip_response_wanted(&conf, &resp);
+        return gzip_response_wanted(&conf, &resp, head);
+}
+
+static bool response_wanted(const char *raw)
+{
+        return response_wanted_to(raw, false);
 }
 
 static void test_responses(void)
@@ -103,6 +108,18 @@ static void test_responses(void)
         ok(!response_wanted("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n"), "no Content-Type");
         ok(!response_wanted("HTTP/1.1 204 No Content\r\nContent-Type: text/html\r\n\r\n"),
            "no body");
+        ok(response_wanted_to("HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n"
+                              "Content-Length: 100\r\n\r\n",
+                              true),
+           "HEAD: as its GET");
+        ok(response_wanted_to("HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n", true),
+           "HEAD without a length");
+        ok(!response_wanted_to("HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n"
+                               "Content-Length: 19\r\n\r\n",
+                               true),
+           "HEAD of a short one");
+        ok(!response_wanted_to("HTTP/1.1 200 OK\r\nContent-Type: image/png\r\n\r\n", true),
+           "HEAD of a type not listed");
 }
 
 static void test_types(void)
