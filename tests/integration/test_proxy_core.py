@@ -699,6 +699,20 @@ def test_static_restarts_under_load_lose_no_request(proxies, app, static_behind)
     assert all(a > 0 and b > a for a, b in counts), f"served around each restart: {counts}"
 
 
+def wait_stopped(pid, timeout=5.0):
+    """Waits until every thread of pid is in the stopped state (T)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        states = set()
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                states.add(f.read().rpartition(")")[2].split()[0])
+        if states == {"T"}:
+            return
+        assert time.monotonic() < deadline, f"threads of {pid} not stopped: {states}"
+        time.sleep(0.01)
+
+
 def test_static_killed_with_handoffs_unread_loses_none(proxies, app, static_behind):
     """wharf-static acknowledges each handoff before it touches the connection,
     and the proxy keeps its copy until then: connections queued in the channel
@@ -707,6 +721,9 @@ def test_static_killed_with_handoffs_unread_loses_none(proxies, app, static_behi
     p = proxies(uwsgi_site(app) + f"[location /static/]\nstatic = {st.handoff_path}\n")
     assert p.get(f"/static/{name}").body == want  # the channel is up, HELLO seen
     st.daemon.signal(signal.SIGSTOP)
+    # Every thread stopped first: one still running would take the handoffs
+    # (its pending io_uring receives complete on the way to the stop).
+    wait_stopped(st.daemon.pid)
     clients = [p.connect(timeout=15) for _ in range(5)]
     for c in clients:
         c.request("GET", f"/static/{name}")
