@@ -18,6 +18,7 @@ See tests/bench/README.md for what each number means.
 import argparse
 import datetime
 import grp
+import gzip
 import json
 import os
 import platform
@@ -904,6 +905,15 @@ def prepare_django(tmp):
     return project, env, None
 
 
+def fetch_gzip(url):
+    """(body as sent, Content-Encoding) of a GET that accepts gzip."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    request = urllib.request.Request(url, headers={"Connection": "close",
+                                                   "Accept-Encoding": "gzip"})
+    with opener.open(request, timeout=10) as response:
+        return response.read(), response.headers.get("Content-Encoding")
+
+
 def fetch(url):
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with opener.open(urllib.request.Request(url, headers={"Connection": "close"}),
@@ -1080,6 +1090,17 @@ def application(environ, start_response):
     return [BODY]
 '''
 BIG_BODY = bytes(range(256)) * 4096
+# A page as a Django template renders one: 16 KiB of varied HTML lines.
+PAGE_APP = '''\
+BODY = b"".join(b'<tr><td><a href="/board/%d/">Post %d</a></td><td>%d comments</td></tr>\\n'
+                % (i, i, i * 7 % 13) for i in range(400))[:16384]
+
+
+def application(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"),
+                              ("Content-Length", str(len(BODY)))])
+    return [BODY]
+'''
 UPLOAD_LUA = f"""
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/octet-stream"
@@ -1097,6 +1118,12 @@ PROXY_CASES = (
          len(b"ok 0\n")),
     Case("django-json", f"Django JSON view /api/posts/ ({DJANGO_POSTS} posts)",
          "/api/posts/", 0),
+)
+# After Django, as it shows the front's own cost: size, the smaller of the
+# stacks' compressed lengths, is known once they run.
+PROXY_CASES += (
+    Case("page-gzip", "16 KiB HTML page from the application, gzip on (level 1) for a client "
+         "that accepts it", "/", 0, headers=("Accept-Encoding: gzip",)),
 )
 
 
@@ -1161,11 +1188,32 @@ keepalive_requests = 1000000
 
 
 class UploadNginxFront(NginxFront):
-    """The wsgi scenario's nginx front, with room for the upload's body."""
+    """The wsgi scenario's nginx front, with room for the upload's body, and
+    for each of gzip_backends a server block (port "NAME-gzip") with gzip
+    on (text/html, level 1: nginx's defaults)."""
+
+    GZIP_SERVER = """\
+    server {
+        listen 127.0.0.1:$port;
+        gzip on;
+        location / {
+            include /etc/nginx/uwsgi_params;
+            uwsgi_pass unix:$socket;
+        }
+    }
+"""
+
+    def __init__(self, tmp, cpu, backends, gzip_backends=()):
+        super().__init__(tmp, cpu, backends)
+        self.gzip_backends = list(gzip_backends)
+        for b in self.gzip_backends:
+            self.ports[f"{b.name}-gzip"] = free_port()
 
     def params(self):
         p = super().params()
         p["temp_paths"] += "\n    client_max_body_size 100m;"
+        p["servers"] += "".join(string.Template(self.GZIP_SERVER).substitute(
+            port=self.ports[f"{b.name}-gzip"], socket=b.socket_path) for b in self.gzip_backends)
         return p
 
 
@@ -1265,6 +1313,7 @@ def main_proxy(args):
         apps_dir.mkdir(mode=0o755)
         (apps_dir / "upload.py").write_text(UPLOAD_APP)
         (apps_dir / "big.py").write_text(BIG_APP)
+        (apps_dir / "page.py").write_text(PAGE_APP)
         root = tmp / "root"
         (root / "static").mkdir(parents=True, mode=0o755)
         root.chmod(0o755)
@@ -1288,7 +1337,8 @@ def main_proxy(args):
         apps = [WsgiApp("hello", f"pythonpath = {REPO / 'tests/integration/apps'}\n"
                                  "module = hello:application"),
                 WsgiApp("app-1m", f"pythonpath = {apps_dir}\nmodule = big:application"),
-                WsgiApp("upload-20m", f"pythonpath = {apps_dir}\nmodule = upload:application")]
+                WsgiApp("upload-20m", f"pythonpath = {apps_dir}\nmodule = upload:application"),
+                WsgiApp("page-gzip", f"pythonpath = {apps_dir}\nmodule = page:application")]
         project, env, reason = prepare_django(tmp)
         if reason:
             skipped["django-json"] = reason
@@ -1309,26 +1359,31 @@ def main_proxy(args):
             # (examples/proxy/proxy.ini); hello also runs without, to show
             # what they save; the large response also runs copied instead
             # of spliced.
-            variants = [("", 64, "")]
+            variants = [("", 64, "", app.name)]
             if app.name == "hello":
-                variants.append((" no-keepalive", 0, ""))
+                variants.append((" no-keepalive", 0, "", app.name))
             if app.name == "app-1m":
-                variants.append((" copied", 64, "splice_min = 0\n"))
-            for suffix, keepalive, extra in variants:
+                variants.append((" copied", 64, "splice_min = 0\n", app.name))
+            if app.name == "page-gzip":
+                variants = [("", 64, "gzip = on\n", app.name)]
+            for suffix, keepalive, extra, case_name in variants:
                 proxy = WharfProxy(
                     tmp, args.server_cpu, f"wharf-proxy-{app.name}{suffix}", args.wharf_proxy,
                     proxy_config(f"[upstream app]\nserver = unix:{mine.socket_path}\n"
                                  f"keepalive = {keepalive}\n", "[location /]\nuwsgi_pass = app\n",
                                  server_extra=extra))
                 if start(proxy):
-                    stacks.append(ProxyStack(f"wharf{suffix}", app.name, proxy.port,
+                    stacks.append(ProxyStack(f"wharf{suffix}", case_name, proxy.port,
                                              [proxy, mine], mine))
         if uwsgi_backends:
-            front = UploadNginxFront(tmp, args.server_cpu, uwsgi_backends)
+            gzip_backends = [b for b in uwsgi_backends if b.app.name == "page-gzip"]
+            front = UploadNginxFront(tmp, args.server_cpu,
+                                     [b for b in uwsgi_backends if b not in gzip_backends],
+                                     gzip_backends)
             if start(front):
                 for b in uwsgi_backends:
-                    stacks.append(ProxyStack("nginx+uwsgi", b.app.name, front.ports[b.name],
-                                             [front, b], b))
+                    port = front.ports[f"{b.name}-gzip" if b in gzip_backends else b.name]
+                    stacks.append(ProxyStack("nginx+uwsgi", b.app.name, port, [front, b], b))
 
         static = WharfStaticHandoff(tmp, root / "static", args.server_cpu, args.wharf_static)
         if start(static):
@@ -1358,6 +1413,17 @@ def main_proxy(args):
                 expect[case.name] = BIG_BODY
             elif case.name == "upload-20m":
                 expect[case.name] = b"ok 0\n"
+            elif case.name == "page-gzip":
+                # Checked outside wrk as the others (plain), and compressed here.
+                plain = fetch(f"http://127.0.0.1:{mine[0].port}{case.path}")
+                sizes = []
+                for stack in mine:
+                    body, coding = fetch_gzip(f"http://127.0.0.1:{stack.port}{case.path}")
+                    if coding != "gzip" or gzip.decompress(body) != plain:
+                        sys.exit(f"bench: {case.name}: {stack.name} does not send it gzipped")
+                    sizes.append(len(body))
+                expect[case.name] = plain
+                case = dataclass_replace(case, size=min(sizes))
             else:
                 expect[case.name] = fetch(f"http://127.0.0.1:{mine[0].port}{case.path}")
                 case = dataclass_replace(case, size=len(expect[case.name]))
