@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -209,6 +210,8 @@ static void test_bind_tcp(void)
                !l.from_systemd && !l.unix_path,
            "name, family and type recorded; not from systemd; no path");
         ok(getsockopt(l.fd, SOL_SOCKET, SO_REUSEADDR, &v, &vlen) == 0 && v == 1, "SO_REUSEADDR");
+        v = 0;
+        ok(getsockopt(l.fd, IPPROTO_TCP, TCP_NODELAY, &v, &vlen) == 0 && v == 1, "TCP_NODELAY");
 
         port = local_port(l.fd);
         ok(port > 0, "the kernel picked a real port (%d)", port);
@@ -227,6 +230,11 @@ static void test_bind_tcp(void)
 
                 ok(c >= 0 && connect(c, (struct sockaddr *) &sin, sizeof(sin)) == 0,
                    "a client connects");
+                int a = accept4(l.fd, NULL, NULL, SOCK_CLOEXEC);
+                v = 0;
+                ok(a >= 0 && getsockopt(a, IPPROTO_TCP, TCP_NODELAY, &v, &vlen) == 0 && v == 1,
+                   "its connection inherits TCP_NODELAY");
+                safe_close(a);
                 safe_close(c);
         }
 
@@ -493,6 +501,12 @@ static void test_systemd_named(void)
         ok(fd_is_nonblock_cloexec(3) && fd_is_nonblock_cloexec(4),
            "both made non-blocking and close-on-exec");
         ok(is_listening(3) && is_listening(4), "both still listening");
+        {
+                int v = 0;
+                socklen_t vlen = sizeof(v);
+                ok(getsockopt(3, IPPROTO_TCP, TCP_NODELAY, &v, &vlen) == 0 && v == 1,
+                   "the TCP one gets TCP_NODELAY");
+        }
         (void) snprintf(want, sizeof(want), "127.0.0.1:%d", tcp_port);
         ok(listen_describe(l[0].fd, desc, sizeof(desc)) == 0 && streq(desc, want),
            "the same socket, not a new one (%s)", desc);
