@@ -235,6 +235,42 @@ check "wharf-wsgi@second from the template, routed by the proxy ('$body')" \
 	test "$body" = "second app"
 check "and the first app still answers" test "$(http_code http://127.0.0.1/)" = 200
 
+# ---- log files and their rotation ----------------------------------------
+
+# Waits until WORD is in FILE (the proxy writes its access log within a moment).
+logged() { # logged WORD FILE
+	for _ in $(seq 50); do
+		grep -q "$1" "$2" 2>/dev/null && return 0
+		sleep 0.1
+	done
+	return 1
+}
+sed -i 's|^access_log = journal$|access_log = file:/var/log/wharf/proxy/access.log|' \
+	/etc/wharf/proxy.ini
+systemctl reload wharf-proxy.service
+for _ in $(seq 50); do # the reload is a signal: until the new config takes
+	curl -s -o /dev/null --max-time 20 "http://127.0.0.1/?before-rotation"
+	[[ -s /var/log/wharf/proxy/access.log ]] && break
+	sleep 0.1
+done
+check "access_log = file: in the unit's LogsDirectory" \
+	logged before-rotation /var/log/wharf/proxy/access.log
+check "/etc/logrotate.d/wharf-common is installed and valid" \
+	bash -c 'logrotate -d /etc/logrotate.d/wharf-common >/dev/null 2>&1'
+logrotate -f /etc/logrotate.d/wharf-common
+check "logrotate moved the lines so far to access.log.1" \
+	logged before-rotation /var/log/wharf/proxy/access.log.1
+for _ in $(seq 50); do # reopened on the reload logrotate asked for
+	curl -s -o /dev/null --max-time 20 "http://127.0.0.1/?after-rotation"
+	grep -q after-rotation /var/log/wharf/proxy/access.log 2>/dev/null && break
+	sleep 0.1
+done
+check "and wharf-proxy writes the next ones to a new access.log" \
+	bash -c 'grep -q after-rotation /var/log/wharf/proxy/access.log &&
+		! grep -q before-rotation /var/log/wharf/proxy/access.log'
+check "the connections of the reload survived: GET / still 200" \
+	test "$(http_code http://127.0.0.1/)" = 200
+
 # ---- the sandbox ---------------------------------------------------------
 
 for u in wharf-proxy.service wharf-static.service wharf-wsgi@server_dev.service; do

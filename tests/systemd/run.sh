@@ -22,7 +22,7 @@ debs=$(cd "$debs" && pwd)
 cache=${WHARF_NSPAWN_CACHE:-/var/tmp/wharf-nspawn}
 suite=bookworm
 # What the container needs besides the .debs; a change makes a new root.
-packages=systemd,systemd-sysv,dbus,procps,curl,ca-certificates,python3,python3-django,libjs-jquery,media-types,libinih1,liburing2,libpython3.11
+packages=systemd,systemd-sysv,dbus,procps,curl,ca-certificates,python3,python3-django,libjs-jquery,media-types,libinih1,liburing2,libpython3.11,logrotate
 key=$(printf '%s %s r1' "$suite" "$packages" | sha256sum | cut -c1-12)
 root=$cache/rootfs-$suite-$key
 name=wharf-e2e-$$
