@@ -516,6 +516,7 @@ static void request_reset(struct conn *c)
         gzip_give(&c->w->gz_pool, &c->gz);
         spipe_put(c->w, &c->sp, c->sp_bytes == 0);
         c->sp_bytes = 0;
+        c->upgrade = c->tunnel = false;
 }
 
 static void log_access(struct conn *c)

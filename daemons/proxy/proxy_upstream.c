@@ -453,6 +453,10 @@ static ssize_t build_http(struct conn *c, const struct http_request *req, uint64
                 http_write_header(&hw, "Host", req->host);
         for (size_t i = 0; i < req->n_headers; i++) {
                 const struct http_header *h = &req->headers[i];
+                if (c->upgrade && name_is(h->name, "Upgrade")) {
+                        http_write_header(&hw, "Upgrade", h->value);
+                        continue;
+                }
                 if (hop_by_hop(h->name) || name_is(h->name, "Host") ||
                     name_is(h->name, "Content-Length") || name_is(h->name, "X-Forwarded-For") ||
                     name_is(h->name, "X-Real-IP") || name_is(h->name, "X-Forwarded-Proto"))
@@ -486,11 +490,25 @@ static ssize_t build_http(struct conn *c, const struct http_request *req, uint64
                               c->handoff_flags & HANDOFF_F_TLS ? "https" : "http");
         if (req->body != HTTP_BODY_NONE)
                 http_write_header_u64(&hw, "Content-Length", body_len);
-        http_write_header_str(&hw, "Connection", keepalive ? "keep-alive" : "close");
+        http_write_header_str(&hw, "Connection",
+                              c->upgrade ? "upgrade" : keepalive ? "keep-alive" : "close");
         return http_write_end(&hw);
 }
 
 /* ---- the exchange ---- */
+
+/*
+ * A request to switch protocols (RFC 9110 7.8), a WebSocket handshake for
+ * one: HTTP/1.1, an Upgrade header named in Connection, and no body. Only
+ * proxy_pass forwards it; uwsgi has no way to switch.
+ */
+static bool upgrade_requested(const struct http_request *req)
+{
+        const struct http_header *conn = http_find_header(req, "Connection");
+
+        return req->minor_version == 1 && req->body == HTTP_BODY_NONE && conn &&
+               http_list_has_token(conn->value, "upgrade") && http_find_header(req, "Upgrade");
+}
 
 static bool method_idempotent(enum http_method m)
 {
@@ -527,6 +545,7 @@ void exchange_start(struct conn *c, const struct http_request *req, size_t head_
                 body_len = req->body == HTTP_BODY_LENGTH ? req->content_length : 0;
         }
         c->gz_accept = gzip_request_accepts(&c->vs->gzip, req);
+        c->upgrade = c->loc->kind == LOC_HTTP && upgrade_requested(req);
         c->uphead = malloc(UP_HEAD_MAX);
         r = !c->uphead                  ? -ENOMEM
             : c->loc->kind == LOC_UWSGI ? build_uwsgi(c, req, body_len, keepalive)
@@ -793,7 +812,8 @@ void exchange_input(struct conn *c)
                 conn_close(c);
                 return;
         }
-        if (c->body_left > 0)
+        /* A tunnel's client may stay silent: the upstream's read_timeout bounds it. */
+        if (c->body_left > 0 && !c->tunnel)
                 c->deadline = c->w->now + c->vs->client_body_timeout;
         else if (c->out.bytes == 0)
                 c->deadline = 0;
@@ -998,6 +1018,57 @@ static bool upstream_keeps(const struct conn *c, const struct http_response *res
         return false;
 }
 
+/* The 101 head for the client: the upstream's headers, the upgrade among them. */
+static bool write_tunnel_head(struct conn *c, const struct http_response *resp)
+{
+        bool ok = outq_append(c, "HTTP/1.1 101 Switching Protocols\r\nServer: ", 42) &&
+                  outq_append(c, c->w->cfg->server_header, strlen(c->w->cfg->server_header)) &&
+                  outq_append(c, "\r\nDate: ", 8) && outq_append(c, c->w->date, HTTP_DATE_LEN) &&
+                  outq_append(c, "\r\n", 2);
+
+        for (size_t i = 0; i < resp->n_headers && ok; i++) {
+                const struct http_header *h = &resp->headers[i];
+                if (!name_is(h->name, "Upgrade") && resp_header_dropped(h->name, CF_NONE))
+                        continue;
+                ok = outq_append(c, h->name.ptr, h->name.len) && outq_append(c, ": ", 2) &&
+                     outq_append(c, h->value.ptr, h->value.len) && outq_append(c, "\r\n", 2);
+        }
+        if (c->loc->add_headers)
+                ok = ok && outq_append(c, c->loc->add_headers, c->loc->add_headers_len);
+        return ok && outq_append(c, "Connection: upgrade\r\n\r\n", 23);
+}
+
+/*
+ * The upstream agreed to switch (101): from here on the connection is a
+ * tunnel, as nginx makes it. The client's bytes go up as a body that never
+ * ends and the upstream's come down as a body that ends with its
+ * connection, neither framed nor looked at, until either side closes. The
+ * upstream's read_timeout bounds a silence on both sides.
+ */
+static void tunnel_start(struct conn *c, const struct http_response *resp, size_t head_len)
+{
+        struct upconn *u = c->up;
+        size_t rest = u->rx_len - head_len;
+
+        c->status = 101;
+        c->tunnel = true;
+        c->up_keep = false;
+        c->keep_alive = false;
+        c->cf = CF_CLOSE;
+        c->rbody = HTTP_RESP_CLOSE;
+        c->body = HTTP_BODY_LENGTH;
+        c->body_left = UINT64_MAX;
+        if (!write_tunnel_head(c, resp)) {
+                up_fail(c, 502, "out of memory", 0);
+                return;
+        }
+        c->rstate = RESP_BODY;
+        u->rx_len = 0;
+        if (rest > 0)
+                body_feed(c, u->rx + head_len, rest);
+        exchange_input(c);
+}
+
 static void response_head(struct conn *c)
 {
         struct upconn *u = c->up;
@@ -1019,7 +1090,10 @@ static void response_head(struct conn *c)
                 if (resp.status >= 200)
                         break;
                 if (resp.status == 101) {
-                        up_fail(c, 502, "protocol upgrade is not supported", 0);
+                        if (c->upgrade)
+                                tunnel_start(c, &resp, (size_t) r);
+                        else
+                                up_fail(c, 502, "switched protocols unasked", 0);
                         return;
                 }
                 /* An interim response (100 Continue) is ours to hide. */

@@ -196,6 +196,8 @@ struct conn {
         bool gz_accept;      /* the request takes a gzip response */
         bool gz_vary;        /* the response says Vary: Accept-Encoding */
         bool gz_head;        /* the response says Content-Encoding: gzip */
+        bool upgrade;        /* the client asks to switch protocols (WebSocket) */
+        bool tunnel;         /* switched (101): bytes flow both ways until a side closes */
         struct gzstream *gz; /* this response is being compressed */
 
         /* Handoff message. */
