@@ -458,9 +458,15 @@ void conn_close(struct conn *c)
  * has been answered at least once: its client knows to retry on a fresh one.
  * A connection that has not sent its first request yet may have it in flight
  * (accepted just before the stop): it gets a short grace to send it instead.
+ * A tunnel (WebSocket) is closed too: it has no end to wait for, and would
+ * hold the stop for its whole grace; its client reconnects.
  */
 void conn_idle_close(struct conn *c)
 {
+        if (c->tunnel) {
+                conn_close(c);
+                return;
+        }
         if (c->phase != PH_HEAD || c->in_len > 0 || c->cfg)
                 return;
         if (c->requests > 0) {

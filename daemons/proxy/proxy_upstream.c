@@ -491,7 +491,9 @@ static ssize_t build_http(struct conn *c, const struct http_request *req, uint64
         if (req->body != HTTP_BODY_NONE)
                 http_write_header_u64(&hw, "Content-Length", body_len);
         http_write_header_str(&hw, "Connection",
-                              c->upgrade ? "upgrade" : keepalive ? "keep-alive" : "close");
+                              c->upgrade  ? "upgrade"
+                              : keepalive ? "keep-alive"
+                                          : "close");
         return http_write_end(&hw);
 }
 

@@ -7,6 +7,7 @@ server and client (Debian's python3-websockets) talk through it; scripted
 upstreams cover what they cannot be made to do."""
 
 import asyncio
+import signal
 import subprocess
 import sys
 import time
@@ -202,3 +203,32 @@ def test_uwsgi_locations_do_not_switch(proxies, app):
     with p.connect() as c:
         r = c.exchange("GET", "/env", [("Upgrade", "websocket"), ("Connection", "upgrade")])
     assert r.status == 200 and b'"REQUEST_METHOD": "GET"' in r.body
+
+
+def test_a_stop_closes_tunnels_at_once(proxies):
+    """SIGTERM: a tunnel has no end to wait for, so it is closed (its client
+    reconnects) instead of holding the stop for its 30 s grace."""
+    def handler(conn):
+        read_http_request(conn)
+        conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade"
+                     b"\r\n\r\n")
+        conn.settimeout(20)
+        while conn.recv(65536):
+            pass
+
+    up = RawUpstream(handler)
+    try:
+        p = proxies(site(up.address))
+        with p.connect() as c:
+            c.send(wh.build_request("GET", "/", [("Upgrade", "x"), ("Connection", "upgrade")]))
+            raw = b""
+            while b"\r\n\r\n" not in raw:
+                raw += c.sock.recv(65536)
+            assert raw.startswith(b"HTTP/1.1 101 "), raw
+            started = time.monotonic()
+            p.daemon.signal(signal.SIGTERM)
+            c.read_until_closed(timeout=5)
+            assert p.daemon.wait_exit(5) == 0
+            assert time.monotonic() - started < 5
+    finally:
+        up.close()
