@@ -239,19 +239,7 @@ def test_uwsgi_responses_streamed_and_large(proxies, app):
 # responses, with the same headers, to bodies that inflate alike.
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
-NGINX_CONF = """\
-worker_processes 1;
-daemon off;
-pid {d}/nginx.pid;
-error_log {d}/nginx-error.log;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/ngx-body;
-    proxy_temp_path {d}/ngx-proxy;
-    fastcgi_temp_path {d}/ngx-fcgi;
-    uwsgi_temp_path {d}/ngx-uwsgi;
-    scgi_temp_path {d}/ngx-scgi;
+NGINX_HTTP = """\
     gzip on;
     gzip_types text/css application/json;
     gzip_vary on;
@@ -261,9 +249,7 @@ http {{
             proxy_http_version 1.1;
             proxy_pass http://{upstream};
         }}
-    }}
-}}
-"""
+    }}"""
 
 # path -> what the upstream answers (PAGE follows the head, except for 204)
 ANSWERS = {
@@ -321,7 +307,7 @@ def test_the_same_responses_are_compressed_as_by_nginx(proxies):
     work = wh.short_tempdir("pz-ngx-")
     port = wh.free_tcp_port()
     conf = work / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(d=work, port=port, upstream=up.address))
+    conf.write_text(wh.nginx_conf(work, NGINX_HTTP.format(port=port, upstream=up.address)))
     nginx = subprocess.Popen([NGINX, "-c", str(conf), "-e", str(work / "nginx-error.log")],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -28,6 +28,25 @@ def site(upstream, server="", location=""):
             f"\n[location /]\nproxy_pass = ws\n{location}")
 
 
+SWITCHED = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n"
+
+
+def open_tunnel(c):
+    """Sends an upgrade request on c and reads the 101 head."""
+    c.send(wh.build_request("GET", "/", [("Upgrade", "x"), ("Connection", "upgrade")]))
+    raw = b""
+    while b"\r\n\r\n" not in raw:
+        raw += c.sock.recv(65536)
+    assert raw.startswith(b"HTTP/1.1 101 "), raw
+
+
+def drain(conn, timeout):
+    """Reads what the proxy sends up until it closes the connection."""
+    conn.settimeout(timeout)
+    while conn.recv(65536):
+        pass
+
+
 @pytest.fixture(scope="module")
 def ws_server():
     port = wh.free_tcp_port()
@@ -122,8 +141,7 @@ def test_a_silent_client_keeps_its_tunnel_the_upstream_closing_ends_it(proxies):
     the end."""
     def handler(conn):
         read_http_request(conn)
-        conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade"
-                     b"\r\n\r\n")
+        conn.sendall(SWITCHED)
         time.sleep(1.5)
         conn.sendall(b"late news")
 
@@ -143,22 +161,15 @@ def test_the_client_leaving_closes_the_upstream(proxies):
 
     def handler(conn):
         read_http_request(conn)
-        conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade"
-                     b"\r\n\r\n")
-        conn.settimeout(10)
-        while conn.recv(65536):
-            pass
+        conn.sendall(SWITCHED)
+        drain(conn, 10)
         closed.append(time.monotonic())
 
     up = RawUpstream(handler)
     try:
         p = proxies(site(up.address))
         with p.connect() as c:
-            c.send(wh.build_request("GET", "/", [("Upgrade", "x"), ("Connection", "upgrade")]))
-            raw = b""
-            while b"\r\n\r\n" not in raw:
-                raw += c.sock.recv(65536)
-            assert raw.startswith(b"HTTP/1.1 101 "), raw
+            open_tunnel(c)
             time.sleep(0.2)
             assert not closed, "the tunnel ended before the client left"
         deadline = time.monotonic() + 5
@@ -178,8 +189,7 @@ def test_no_tunnel_without_both_sides(proxies, case):
         if case == "refused":
             conn.sendall(b"HTTP/1.1 426 Upgrade Required\r\nContent-Length: 4\r\n\r\nnope")
         else:
-            conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n"
-                         b"Connection: upgrade\r\n\r\n")
+            conn.sendall(SWITCHED)
 
     up = RawUpstream(handler)
     try:
@@ -210,21 +220,14 @@ def test_a_stop_closes_tunnels_at_once(proxies):
     reconnects) instead of holding the stop for its 30 s grace."""
     def handler(conn):
         read_http_request(conn)
-        conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade"
-                     b"\r\n\r\n")
-        conn.settimeout(20)
-        while conn.recv(65536):
-            pass
+        conn.sendall(SWITCHED)
+        drain(conn, 20)
 
     up = RawUpstream(handler)
     try:
         p = proxies(site(up.address))
         with p.connect() as c:
-            c.send(wh.build_request("GET", "/", [("Upgrade", "x"), ("Connection", "upgrade")]))
-            raw = b""
-            while b"\r\n\r\n" not in raw:
-                raw += c.sock.recv(65536)
-            assert raw.startswith(b"HTTP/1.1 101 "), raw
+            open_tunnel(c)
             started = time.monotonic()
             p.daemon.signal(signal.SIGTERM)
             c.read_until_closed(timeout=5)

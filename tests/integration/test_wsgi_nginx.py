@@ -26,19 +26,7 @@ if not os.access(NGINX, os.X_OK) or not os.path.exists("/etc/nginx/uwsgi_params"
 if not (PROJECT / "server_dev" / "wsgi.py").exists():
     pytest.skip("examples/server_dev is not there", allow_module_level=True)
 
-NGINX_CONF = """\
-worker_processes 1;
-daemon off;
-pid {d}/nginx.pid;
-error_log {d}/nginx-error.log;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/ngx-body;
-    proxy_temp_path {d}/ngx-proxy;
-    fastcgi_temp_path {d}/ngx-fcgi;
-    uwsgi_temp_path {d}/ngx-uwsgi;
-    scgi_temp_path {d}/ngx-scgi;
+NGINX_SITE = """\
     client_max_body_size 75M;
     server {{
         listen 127.0.0.1:{port};
@@ -47,9 +35,7 @@ http {{
             include /etc/nginx/uwsgi_params;
             uwsgi_pass unix:{sock};
         }}
-    }}
-}}
-"""
+    }}"""
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +71,7 @@ def front():
     )
     port = wh.free_tcp_port()
     conf = workdir / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(d=workdir, port=port, sock=server.uwsgi_path))
+    conf.write_text(wh.nginx_conf(workdir, NGINX_SITE.format(port=port, sock=server.uwsgi_path)))
     nginx = None
     try:
         server.start(20)

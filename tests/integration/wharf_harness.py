@@ -126,6 +126,29 @@ def free_tcp_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def nginx_conf(workdir, http: str) -> str:
+    """An nginx.conf for Debian's nginx run by a test: one worker in the
+    foreground, every file it writes in workdir, no access log; http is the
+    rest of the http block (directives and server blocks)."""
+    d = workdir
+    return f"""\
+worker_processes 1;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/nginx-error.log;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/ngx-body;
+    proxy_temp_path {d}/ngx-proxy;
+    fastcgi_temp_path {d}/ngx-fcgi;
+    uwsgi_temp_path {d}/ngx-uwsgi;
+    scgi_temp_path {d}/ngx-scgi;
+{http}
+}}
+"""
+
+
 # ---------------------------------------------------------------------------
 # sd_notify
 
