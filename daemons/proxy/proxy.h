@@ -99,6 +99,15 @@ struct location {
         bool gzip; /* compress responses (the server's gzip, or the location's own) */
 };
 
+/* error_page: the body wharf-proxy sends, instead of its own, with this status. */
+struct error_page {
+        int status;
+        char *body; /* the file's bytes, read when the configuration is */
+        size_t len;
+        bool owns_body;   /* the first of the codes on one error_page line */
+        const char *type; /* Content-Type, from the file's extension */
+};
+
 /* nginx's gzip module, for a virtual server. */
 struct gzip_conf {
         bool on;
@@ -121,7 +130,12 @@ struct vserver {
         bool server_tokens;
         char *access_log; /* off, journal, stderr, file:/path */
         struct gzip_conf gzip;
+        struct error_page *error_pages;
+        size_t n_error_pages;
 };
+
+/* The page for status in vs (NULL: the built-in one). */
+const struct error_page *proxy_error_page(const struct vserver *vs, int status);
 
 struct proxy_config {
         struct config_file *file;

@@ -19,6 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <syslog.h>
 #include <unistd.h>
@@ -52,6 +54,7 @@ struct server_settings {
         bool gzip_vary;
         const char *gzip_proxied;
         const char *gzip_http_version;
+        struct config_strv error_page;
 };
 
 #define S(name, type)                                                                              \
@@ -83,6 +86,7 @@ static const struct config_key server_keys[] = {
     S(gzip_vary, CONFIG_BOOL),
     S(gzip_proxied, CONFIG_STRING),
     S(gzip_http_version, CONFIG_STRING),
+    S(error_page, CONFIG_STRV),
     {},
 };
 #undef S
@@ -375,6 +379,115 @@ static void gzip_value_check(struct builder *b, const struct config_entry *e)
                 config_diag_add(b->diag, true, b->f->path, e->line, e->key, "'%s' %s", v, why);
 }
 
+/*
+ * error_page = CODE... /path: the codes (300..599) and the file. Returns 0,
+ * or -EINVAL with *why set.
+ */
+#define ERROR_PAGE_CODES 16
+#define ERROR_PAGE_MAX (1024 * 1024)
+static int error_page_parse(const char *value, int codes[ERROR_PAGE_CODES], size_t *n,
+                            const char **path, const char **why)
+{
+        const char *p = value;
+
+        *n = 0;
+        *path = NULL;
+        while (*p) {
+                size_t len = strcspn(p, " \t");
+                if (len == 0) {
+                        p++;
+                        continue;
+                }
+                if (*p == '/') {
+                        if (p[len] != '\0') {
+                                *why = "has words after its file";
+                                return -EINVAL;
+                        }
+                        *path = p;
+                        break;
+                }
+                if (*p == '=') {
+                        *why = "changes the status (=CODE), which is not implemented";
+                        return -EINVAL;
+                }
+                if (len != 3 || !isdigit((unsigned char) p[0]) || !isdigit((unsigned char) p[1]) ||
+                    !isdigit((unsigned char) p[2]) || *n == ERROR_PAGE_CODES) {
+                        *why = "is not 'CODE... /path/to/file' (up to 16 codes)";
+                        return -EINVAL;
+                }
+                int code = (p[0] - '0') * 100 + (p[1] - '0') * 10 + (p[2] - '0');
+                if (code < 300 || code > 599) {
+                        *why = "names a status outside 300..599";
+                        return -EINVAL;
+                }
+                codes[(*n)++] = code;
+                p += len;
+        }
+        if (*n == 0 || !*path) {
+                *why = "is not 'CODE... /path/to/file' (the file's absolute path last)";
+                return -EINVAL;
+        }
+        return 0;
+}
+
+/* The whole file at path, at most ERROR_PAGE_MAX bytes. 0 or -errno (-EFBIG). */
+static int error_page_read(const char *path, char **ret, size_t *ret_len)
+{
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        struct stat st;
+        char *buf;
+        size_t got = 0;
+
+        if (fd < 0)
+                return -errno;
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        if (!S_ISREG(st.st_mode))
+                return -EINVAL;
+        if (st.st_size > ERROR_PAGE_MAX)
+                return -EFBIG;
+        buf = malloc((size_t) st.st_size + 1);
+        if (!buf)
+                return -ENOMEM;
+        while (got < (size_t) st.st_size) {
+                ssize_t k = read(fd, buf + got, (size_t) st.st_size - got);
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k <= 0) {
+                        int e = k < 0 ? -errno : -EIO;
+                        free(buf);
+                        return e;
+                }
+                got += (size_t) k;
+        }
+        *ret = buf;
+        *ret_len = got;
+        return 0;
+}
+
+static void error_page_check(struct builder *b, const struct config_entry *e)
+{
+        int codes[ERROR_PAGE_CODES];
+        const char *path, *why = NULL;
+        size_t n;
+        char *body = NULL;
+        size_t len;
+
+        if (error_page_parse(e->value, codes, &n, &path, &why) < 0) {
+                config_diag_add(b->diag, true, b->f->path, e->line, e->key, "'%s' %s", e->value,
+                                why);
+                return;
+        }
+        int r = error_page_read(path, &body, &len);
+        free(body);
+        if (r < 0 && r != -ENOMEM)
+                config_diag_add(b->diag, true, b->f->path, e->line, e->key, "cannot read '%s': %s",
+                                path,
+                                r == -EFBIG    ? "larger than 1 MiB"
+                                : r == -EINVAL ? "not a regular file"
+                                               : strerror(-r));
+}
+
 /* Pass one: sort every entry into the section struct it belongs to. */
 static int collect(struct builder *b)
 {
@@ -512,6 +625,8 @@ static int collect(struct builder *b)
                         ((struct location_settings *) target)->has_gzip = true;
                 if (kind == SEC_SERVER && strncmp(e->key, "gzip_", 5) == 0)
                         gzip_value_check(b, e);
+                if (kind == SEC_SERVER && streq(e->key, "error_page"))
+                        error_page_check(b, e);
         }
         return 0;
 }
@@ -743,6 +858,71 @@ static int build_location(struct builder *b, size_t i, struct location *l)
         return 0;
 }
 
+static const char *error_page_type(const char *path)
+{
+        static const struct {
+                const char *ext, *type;
+        } types[] = {
+            {".html", "text/html; charset=utf-8"}, {".htm", "text/html; charset=utf-8"},
+            {".txt", "text/plain; charset=utf-8"}, {".json", "application/json"},
+            {".xml", "application/xml"},
+        };
+        const char *dot = strrchr(path, '.');
+
+        for (size_t i = 0; dot && i < ARRAY_SIZE(types); i++)
+                if (strcasecmp(dot, types[i].ext) == 0)
+                        return types[i].type;
+        return "application/octet-stream";
+}
+
+/* The pages error_page_check() found readable; a file gone since is reported here. */
+static int build_error_pages(struct builder *b, const struct server_settings *s, struct vserver *vs,
+                             const char *origin)
+{
+        for (size_t i = 0; i < s->error_page.n; i++) {
+                int codes[ERROR_PAGE_CODES];
+                const char *path, *why;
+                size_t n, len;
+                char *body;
+
+                if (error_page_parse(s->error_page.v[i], codes, &n, &path, &why) < 0)
+                        continue;
+                int r = error_page_read(path, &body, &len);
+                if (r == -ENOMEM)
+                        return r;
+                if (r < 0) {
+                        config_diag_add(b->diag, true, origin, 0, "error_page",
+                                        "cannot read '%s': %s", path, strerror(-r));
+                        continue;
+                }
+                struct error_page *p =
+                    realloc(vs->error_pages, (vs->n_error_pages + n) * sizeof(*p));
+                if (!p) {
+                        free(body);
+                        return -ENOMEM;
+                }
+                vs->error_pages = p;
+                for (size_t j = 0; j < n; j++)
+                        p[vs->n_error_pages++] = (struct error_page){
+                            .status = codes[j],
+                            .body = body,
+                            .len = len,
+                            .owns_body = j == 0,
+                            .type = error_page_type(path),
+                        };
+        }
+        return 0;
+}
+
+const struct error_page *proxy_error_page(const struct vserver *vs, int status)
+{
+        /* The last line for a status wins, as a later error_page does in nginx. */
+        for (size_t i = vs ? vs->n_error_pages : 0; i-- > 0;)
+                if (vs->error_pages[i].status == status)
+                        return &vs->error_pages[i];
+        return NULL;
+}
+
 static int build_gzip(const struct server_settings *s, struct gzip_conf *g)
 {
         g->on = s->gzip;
@@ -801,6 +981,8 @@ static int build_servers(struct builder *b)
                                         "'%s' is not off, journal, stderr or file:/path",
                                         s->access_log);
                 int r = build_gzip(s, &vs->gzip);
+                if (r == 0)
+                        r = build_error_pages(b, s, vs, origin);
                 if (r < 0)
                         return r;
         }
@@ -880,9 +1062,11 @@ static void builder_done(struct builder *b)
         for (size_t i = 0; i < b->c->n_servers && b->server_settings; i++) {
                 config_strv_done(&b->server_settings[i].server_name);
                 config_strv_done(&b->server_settings[i].listen);
+                config_strv_done(&b->server_settings[i].error_page);
         }
         config_strv_done(&b->global.listen);
         config_strv_done(&b->global.server_name);
+        config_strv_done(&b->global.error_page);
         free(b->server_settings);
         for (size_t i = 0; i < b->n_loc_settings; i++)
                 config_strv_done(&b->loc_settings[i].add_header);
@@ -1009,6 +1193,10 @@ struct proxy_config *proxy_config_free(struct proxy_config *c)
                 config_strv_done(&vs->names);
                 free(vs->access_log);
                 free(vs->gzip.types);
+                for (size_t j = 0; j < vs->n_error_pages; j++)
+                        if (vs->error_pages[j].owns_body)
+                                free(vs->error_pages[j].body);
+                free(vs->error_pages);
         }
         free(c->servers);
         for (size_t i = 0; i < c->n_upstreams; i++) {

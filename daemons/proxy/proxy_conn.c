@@ -607,7 +607,7 @@ static void stash_log_fields(struct conn *c, const struct http_request *req)
 
 /* A response made here: error pages, `return`. */
 static void conn_local(struct conn *c, int status, const char *extra, const char *body,
-                       size_t body_len)
+                       size_t body_len, const char *type)
 {
         char buf[4096];
         struct http_writer hw;
@@ -628,7 +628,8 @@ static void conn_local(struct conn *c, int status, const char *extra, const char
                 http_write_status(&hw, c->minor_version, status);
                 http_write_header_str(&hw, "Server", server);
                 http_write_header_str(&hw, "Date", c->w->date);
-                http_write_header_str(&hw, "Content-Type", "text/plain; charset=utf-8");
+                http_write_header_str(&hw, "Content-Type",
+                                      type ? type : "text/plain; charset=utf-8");
                 http_write_header_u64(&hw, "Content-Length", body_len);
                 if (extra)
                         http_write_raw(&hw, extra, strlen(extra));
@@ -657,7 +658,15 @@ void conn_local_error(struct conn *c, int status)
         if (status == 400 || status == 408 || status == 413 || status == 414 || status == 431 ||
             status == 505)
                 c->close_after = true;
-        conn_local(c, status, NULL, NULL, 0);
+        /* Before a virtual server is chosen (a request that does not parse): the default one's. */
+        const struct vserver *vs = c->vs                  ? c->vs
+                                   : c->w->cfg->n_servers ? &c->w->cfg->servers[0]
+                                                          : NULL;
+        const struct error_page *page = proxy_error_page(vs, status);
+        if (page)
+                conn_local(c, status, NULL, page->body, page->len, page->type);
+        else
+                conn_local(c, status, NULL, NULL, 0, NULL);
 }
 
 /*
@@ -794,12 +803,12 @@ static void conn_return(struct conn *c, const struct location *l, const struct r
                         conn_local_error(c, 500);
                         return;
                 }
-                conn_local(c, st, extra, NULL, 0);
+                conn_local(c, st, extra, NULL, 0, NULL);
         } else if (n > 0) {
                 snprintf(extra, sizeof(extra), "%.*s", (int) hl, h);
-                conn_local(c, st, extra, text, (size_t) n);
+                conn_local(c, st, extra, text, (size_t) n, NULL);
         } else {
-                conn_local(c, st, NULL, NULL, 0);
+                conn_local(c, st, NULL, NULL, 0, NULL);
         }
 }
 
@@ -982,7 +991,7 @@ static void conn_route(struct conn *c, const struct http_request *req, size_t he
                         /* wharf-static serves GET and HEAD; a body means a method it refuses. */
                         conn_consume(c, head_len);
                         skip_body(c, req);
-                        conn_local(c, 405, "Allow: GET, HEAD\r\n", NULL, 0);
+                        conn_local(c, 405, "Allow: GET, HEAD\r\n", NULL, 0, NULL);
                         return;
                 }
                 if (c->static_refused) {

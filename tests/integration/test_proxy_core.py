@@ -484,6 +484,35 @@ def test_refused_upstream_is_502_and_failover_reaches_the_next(proxies):
         up.close()
 
 
+def test_error_pages_replace_the_built_in_ones(proxies, tmp_path):
+    """error_page = 502 504 /path: the file's bytes with the status, its type
+    from its name, a HEAD without them; a reload reads the file again, and a
+    reload whose file is gone is refused (the page in use stays)."""
+    page = tmp_path / "50x.html"
+    page.write_bytes(b"<h1>Back in a moment</h1>\n")
+    dead = wh.free_tcp_port()
+    config = http_site(f"127.0.0.1:{dead}", extra=f"error_page = 502 504 {page}\n")
+    p = proxies(config)
+    with p.connect() as c:
+        r = c.exchange("GET", "/")
+        assert r.status == 502 and r.body == b"<h1>Back in a moment</h1>\n"
+        assert r.header("Content-Type") == "text/html; charset=utf-8"
+        r = c.exchange("HEAD", "/")
+        assert r.status == 502 and r.body == b"" and r.header("Content-Length") == "26"
+        assert c.exchange("GET", "/x", [("Transfer-Encoding", "chunked, gzip")]).status == 400
+    # Codes without a page keep the built-in one.
+    p2 = proxies(f"[server]\nworkers = 1\nerror_page = 502 {page}\n")
+    r = p2.get("/nowhere")
+    assert r.status == 404 and b"Back in a moment" not in r.body
+    page.write_bytes(b"<h1>New page</h1>\n")
+    p.reload()
+    assert p.get("/").body == b"<h1>New page</h1>\n"
+    page.unlink()
+    p.reload()
+    assert p.get("/").body == b"<h1>New page</h1>\n"
+    assert "keeping the running configuration" in p.daemon.log_text()
+
+
 def test_upstream_timeout_is_504(proxies):
     def handler(conn):
         read_http_request(conn)

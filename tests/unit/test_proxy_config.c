@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "proxy.h"
 #include "tap.h"
@@ -253,6 +254,83 @@ static void test_gzip(void)
         proxy_config_free(c);
 }
 
+static void write_file(const char *path, const char *text)
+{
+        FILE *f = fopen(path, "w");
+        if (!f || fputs(text, f) < 0 || fclose(f) != 0)
+                abort();
+}
+
+static void test_error_pages(void)
+{
+        char dir[] = "/tmp/wharf-error-pages-XXXXXX", text[512], big[128], page[128], json[128];
+
+        if (!mkdtemp(dir))
+                abort();
+        snprintf(page, sizeof(page), "%s/50x.html", dir);
+        snprintf(json, sizeof(json), "%s/404.json", dir);
+        snprintf(big, sizeof(big), "%s/big.html", dir);
+        write_file(page, "<h1>down for a moment</h1>\n");
+        write_file(json, "{\"error\": \"not found\"}");
+        FILE *f = fopen(big, "w");
+        if (!f || ftruncate(fileno(f), 1024 * 1024 + 1) != 0 || fclose(f) != 0)
+                abort();
+
+        snprintf(text, sizeof(text),
+                 "[server]\nerror_page = 502 503 504 %s\nerror_page = 404 %s\n"
+                 "error_page = 503 %s\n[location /]\nreturn = 200\n",
+                 page, json, json);
+        struct proxy_config *c = load(text);
+        if (ok(c != NULL, "error pages load")) {
+                const struct vserver *vs = &c->servers[0];
+                const struct error_page *p502 = proxy_error_page(vs, 502);
+                const struct error_page *p404 = proxy_error_page(vs, 404);
+                const struct error_page *p503 = proxy_error_page(vs, 503);
+                ok(p502 && p502->len == 27 && memcmp(p502->body, "<h1>down", 8) == 0 &&
+                       streq(p502->type, "text/html; charset=utf-8"),
+                   "502: the file's bytes, as text/html");
+                ok(proxy_error_page(vs, 504) && proxy_error_page(vs, 504)->body == p502->body,
+                   "504 shares them");
+                ok(p404 && streq(p404->type, "application/json"), "404: as application/json");
+                ok(p503 && p503->len == p404->len && memcmp(p503->body, p404->body, p404->len) == 0,
+                   "a later line for 503 wins, as in nginx");
+                ok(!proxy_error_page(vs, 500) && !proxy_error_page(NULL, 502),
+                   "none for other codes, nor without a server");
+                proxy_config_free(c);
+        }
+
+        static const struct {
+                const char *value, *want;
+        } bad[] = {
+            {"502", "CODE..."},
+            {"/x.html", "CODE..."},
+            {"502 x.html", "CODE..."},
+            {"5022 /x.html", "CODE..."},
+            {"200 /x.html", "300..599"},
+            {"404 =200 /x.html", "=CODE"},
+            {"502 /x.html extra", "words after"},
+            {"502 /nonexistent/50x.html", "No such file"},
+            {"502 /tmp", "not a regular file"},
+            {"502 BIG", "larger than 1 MiB"},
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+                char value[256];
+                snprintf(value, sizeof(value), "%s", bad[i].value);
+                char *at = strstr(value, "BIG");
+                if (at)
+                        snprintf(at, sizeof(value) - (size_t) (at - value), "%s", big);
+                snprintf(text, sizeof(text), "[server]\n\nerror_page = %s\n", value);
+                c = load(text);
+                ok(!c && diag_has(bad[i].want, "proxy.ini:3"), "error_page = %s: '%s' at line 3",
+                   bad[i].value, bad[i].want);
+                proxy_config_free(c);
+        }
+        unlink(page);
+        unlink(json);
+        unlink(big);
+        rmdir(dir);
+}
+
 static void test_all_problems_reported(void)
 {
         struct proxy_config *c = load("[server]\nbogus = 1\n"
@@ -330,6 +408,7 @@ int main(void)
         subtest("upstream servers", test_upstream_servers);
         subtest("refusals", test_refusals);
         subtest("gzip", test_gzip);
+        subtest("error pages", test_error_pages);
         subtest("every problem at once", test_all_problems_reported);
         subtest("no locations", test_no_locations_warns);
         subtest("response buffers", test_buffers);
