@@ -84,6 +84,20 @@ enum proxy_var {
  */
 int proxy_var_parse(const char *s, size_t *len);
 
+/* allow / deny: nginx's access module. The first rule that matches decides. */
+struct access_rule {
+        bool allow;
+        int family;       /* AF_INET, AF_INET6, AF_UNIX ("unix:"), or 0 ("all") */
+        uint8_t addr[16]; /* the network, its host bits cleared */
+        unsigned prefix;  /* bits of addr that must match */
+};
+
+/* "all", "unix:", an address or address/prefix, IPv4 or IPv6. 0 or -EINVAL. */
+int proxy_access_rule_parse(const char *value, bool allow, struct access_rule *ret);
+/* Whether a client at peer may use a location with these rules (none: yes). */
+bool proxy_access_allowed(const struct access_rule *rules, size_t n,
+                          const struct sockaddr_storage *peer, socklen_t peer_len);
+
 struct location {
         char *prefix;
         size_t prefix_len;
@@ -97,6 +111,8 @@ struct location {
         char *add_headers; /* "Name: value\r\n" lines, or NULL */
         size_t add_headers_len;
         bool gzip; /* compress responses (the server's gzip, or the location's own) */
+        struct access_rule *rules; /* the location's allow/deny, else the server's */
+        size_t n_rules;
 };
 
 /* error_page: the body wharf-proxy sends, instead of its own, with this status. */

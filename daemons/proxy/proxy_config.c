@@ -12,14 +12,16 @@
  * is simply the last [server] seen. Every problem is reported with the file
  * and line it comes from, and all of them are reported, not just the first.
  */
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <syslog.h>
@@ -55,6 +57,8 @@ struct server_settings {
         const char *gzip_proxied;
         const char *gzip_http_version;
         struct config_strv error_page;
+        struct access_rule *rules; /* allow, deny: in the order written */
+        size_t n_rules;
 };
 
 #define S(name, type)                                                                              \
@@ -135,6 +139,8 @@ struct location_settings {
         struct config_strv add_header;
         bool gzip;
         bool has_gzip;
+        struct access_rule *rules; /* allow, deny: in the order written */
+        size_t n_rules;
 };
 
 #define L(name, key, type)                                                                         \
@@ -488,6 +494,107 @@ static void error_page_check(struct builder *b, const struct config_entry *e)
                                                : strerror(-r));
 }
 
+int proxy_access_rule_parse(const char *value, bool allow, struct access_rule *ret)
+{
+        char addr[INET6_ADDRSTRLEN];
+        const char *slash = strchr(value, '/');
+        size_t len = slash ? (size_t) (slash - value) : strlen(value);
+        unsigned max;
+
+        *ret = (struct access_rule){.allow = allow};
+        if (streq(value, "all"))
+                return 0;
+        if (streq(value, "unix:")) {
+                ret->family = AF_UNIX;
+                return 0;
+        }
+        if (len == 0 || len >= sizeof(addr))
+                return -EINVAL;
+        memcpy(addr, value, len);
+        addr[len] = '\0';
+        if (inet_pton(AF_INET, addr, ret->addr) == 1) {
+                ret->family = AF_INET;
+                max = 32;
+        } else if (inet_pton(AF_INET6, addr, ret->addr) == 1) {
+                ret->family = AF_INET6;
+                max = 128;
+        } else {
+                return -EINVAL;
+        }
+        ret->prefix = max;
+        if (slash) {
+                const char *p = slash + 1;
+                unsigned n = 0;
+                if (!*p || strlen(p) > 3)
+                        return -EINVAL;
+                for (; *p; p++) {
+                        if (*p < '0' || *p > '9')
+                                return -EINVAL;
+                        n = n * 10 + (unsigned) (*p - '0');
+                }
+                if (n > max)
+                        return -EINVAL;
+                ret->prefix = n;
+        }
+        /* 10.1.2.3/8 means 10.0.0.0/8, as nginx takes it. */
+        for (unsigned bit = ret->prefix; bit < max; bit++)
+                ret->addr[bit / 8] &= (uint8_t) ~(0x80u >> (bit % 8));
+        return 0;
+}
+
+bool proxy_access_allowed(const struct access_rule *rules, size_t n,
+                          const struct sockaddr_storage *peer, socklen_t peer_len)
+{
+        uint8_t addr[16] = {0};
+        int family = peer_len > 0 ? peer->ss_family : AF_UNSPEC;
+
+        if (family == AF_INET) {
+                memcpy(addr, &((const struct sockaddr_in *) peer)->sin_addr, 4);
+        } else if (family == AF_INET6) {
+                const struct in6_addr *a6 = &((const struct sockaddr_in6 *) peer)->sin6_addr;
+                /* An IPv4 client on a dual-stack socket is matched as IPv4. */
+                if (IN6_IS_ADDR_V4MAPPED(a6)) {
+                        family = AF_INET;
+                        memcpy(addr, a6->s6_addr + 12, 4);
+                } else {
+                        memcpy(addr, a6->s6_addr, 16);
+                }
+        }
+        for (size_t i = 0; i < n; i++) {
+                const struct access_rule *r = &rules[i];
+                if (r->family != 0 && r->family != family)
+                        continue;
+                if (r->family == AF_INET || r->family == AF_INET6) {
+                        unsigned full = r->prefix / 8, bits = r->prefix % 8;
+                        if (memcmp(r->addr, addr, full) != 0)
+                                continue;
+                        if (bits && ((r->addr[full] ^ addr[full]) & (uint8_t) (0xff00u >> bits)))
+                                continue;
+                }
+                return r->allow;
+        }
+        return true;
+}
+
+/* An allow or deny line, kept in order with the others of its section. */
+static int access_rule_add(struct builder *b, const struct config_entry *e,
+                           struct access_rule **rules, size_t *n)
+{
+        struct access_rule rule, *p;
+
+        if (proxy_access_rule_parse(e->value, streq(e->key, "allow"), &rule) < 0) {
+                config_diag_add(b->diag, true, b->f->path, e->line, e->key,
+                                "'%s' is not all, unix:, an address or address/prefix", e->value);
+                return 0;
+        }
+        p = realloc(*rules, (*n + 1) * sizeof(*p));
+        if (!p)
+                return -ENOMEM;
+        p[(*n)++] = rule;
+        *rules = p;
+        return 0;
+}
+
 /* Pass one: sort every entry into the section struct it belongs to. */
 static int collect(struct builder *b)
 {
@@ -603,6 +710,19 @@ static int collect(struct builder *b)
                 if (!target)
                         continue;
 
+                if ((kind == SEC_SERVER || kind == SEC_LOCATION) &&
+                    (streq(e->key, "allow") || streq(e->key, "deny"))) {
+                        if (kind == SEC_SERVER) {
+                                struct server_settings *ss = target;
+                                r = access_rule_add(b, e, &ss->rules, &ss->n_rules);
+                        } else {
+                                struct location_settings *ls = target;
+                                r = access_rule_add(b, e, &ls->rules, &ls->n_rules);
+                        }
+                        if (r < 0)
+                                return r;
+                        continue;
+                }
                 const struct config_key *k = config_key_find(keys, e->key);
                 if (!k) {
                         config_diag_add(b->diag, true, f->path, e->line, e->key,
@@ -792,6 +912,19 @@ static int build_location(struct builder *b, size_t i, struct location *l)
         l->client_max_body_size =
             s->has_body_size ? s->client_max_body_size : vs->client_max_body_size;
         l->gzip = s->has_gzip ? s->gzip : vs->gzip.on;
+        {
+                /* A location without allow/deny of its own has its server's, as in nginx. */
+                const struct server_settings *ss = &b->server_settings[b->loc_server[i]];
+                const struct access_rule *rules = s->n_rules ? s->rules : ss->rules;
+                size_t n = s->n_rules ? s->n_rules : ss->n_rules;
+                if (n) {
+                        l->rules = malloc(n * sizeof(*l->rules));
+                        if (!l->rules)
+                                return -ENOMEM;
+                        memcpy(l->rules, rules, n * sizeof(*l->rules));
+                        l->n_rules = n;
+                }
+        }
 
         if (n_actions != 1) {
                 diag_at(b->diag, b->f, e,
@@ -1063,13 +1196,16 @@ static void builder_done(struct builder *b)
                 config_strv_done(&b->server_settings[i].server_name);
                 config_strv_done(&b->server_settings[i].listen);
                 config_strv_done(&b->server_settings[i].error_page);
+                free(b->server_settings[i].rules);
         }
         config_strv_done(&b->global.listen);
         config_strv_done(&b->global.server_name);
         config_strv_done(&b->global.error_page);
         free(b->server_settings);
-        for (size_t i = 0; i < b->n_loc_settings; i++)
+        for (size_t i = 0; i < b->n_loc_settings; i++) {
                 config_strv_done(&b->loc_settings[i].add_header);
+                free(b->loc_settings[i].rules);
+        }
         free(b->loc_settings);
         free(b->loc_first);
         free(b->loc_server);
@@ -1186,6 +1322,7 @@ struct proxy_config *proxy_config_free(struct proxy_config *c)
                         free(vs->locations[j].static_path);
                         free(vs->locations[j].return_target);
                         free(vs->locations[j].add_headers);
+                        free(vs->locations[j].rules);
                 }
                 free(vs->locations);
                 for (size_t j = 0; j < vs->names.n; j++)

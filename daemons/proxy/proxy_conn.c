@@ -985,6 +985,15 @@ static void conn_route(struct conn *c, const struct http_request *req, size_t he
                 conn_local_error(c, 404);
                 return;
         }
+        if (c->loc->n_rules &&
+            !proxy_access_allowed(c->loc->rules, c->loc->n_rules, &c->peer, c->peer_len)) {
+                log_info("access forbidden by rule: %.*s", (int) min_size(req->target.len, 200),
+                         req->target.ptr);
+                conn_consume(c, head_len);
+                skip_body(c, req);
+                conn_local_error(c, 403);
+                return;
+        }
         switch (c->loc->kind) {
         case LOC_STATIC:
                 if (req->body != HTTP_BODY_NONE) {

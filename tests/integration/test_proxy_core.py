@@ -513,6 +513,22 @@ def test_error_pages_replace_the_built_in_ones(proxies, tmp_path):
     assert "keeping the running configuration" in p.daemon.log_text()
 
 
+def test_allow_and_deny(proxies):
+    """nginx's access module: the first matching rule decides; a location
+    without rules has its server's; a refused request is a 403 and the
+    connection goes on."""
+    p = proxies("[server]\nworkers = 1\ndeny = 127.0.0.2\n"
+                "[location /admin/]\nreturn = 200 admin\nallow = 127.0.0.0/8\ndeny = all\n"
+                "[location /private/]\nreturn = 200 private\ndeny = 127.0.0.1\nallow = all\n"
+                "[location /]\nreturn = 200 open\n")
+    with p.connect() as c:
+        assert c.exchange("GET", "/admin/").body == b"admin"
+        assert c.exchange("GET", "/private/x").status == 403
+        assert c.exchange("POST", "/private/x", body=b"dropped").status == 403
+        assert c.exchange("GET", "/").body == b"open"
+    assert "access forbidden by rule: /private/x" in p.daemon.log_text()
+
+
 def test_upstream_timeout_is_504(proxies):
     def handler(conn):
         read_http_request(conn)

@@ -4,6 +4,7 @@
  * which, routing (exact before prefix, longest prefix, virtual servers by
  * Host), upstream server parameters, and every refusal with its file:line.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -331,6 +332,74 @@ static void test_error_pages(void)
         rmdir(dir);
 }
 
+static struct sockaddr_storage peer_of(const char *addr, socklen_t *len)
+{
+        struct sockaddr_storage ss = {0};
+        struct sockaddr_in *v4 = (struct sockaddr_in *) &ss;
+        struct sockaddr_in6 *v6 = (struct sockaddr_in6 *) &ss;
+
+        if (inet_pton(AF_INET, addr, &v4->sin_addr) == 1) {
+                v4->sin_family = AF_INET;
+                *len = sizeof(*v4);
+        } else if (inet_pton(AF_INET6, addr, &v6->sin6_addr) == 1) {
+                v6->sin6_family = AF_INET6;
+                *len = sizeof(*v6);
+        } else {
+                ss.ss_family = AF_UNIX;
+                *len = sizeof(sa_family_t);
+        }
+        return ss;
+}
+
+static bool allowed(const struct location *l, const char *addr)
+{
+        socklen_t len;
+        struct sockaddr_storage ss = peer_of(addr, &len);
+
+        return proxy_access_allowed(l->rules, l->n_rules, &ss, len);
+}
+
+static void test_access_rules(void)
+{
+        struct proxy_config *c = load("[server]\ndeny = 192.0.2.66\n"
+                                      "[location /admin/]\nreturn = 200\n"
+                                      "allow = 10.1.2.3/8\nallow = 2001:db8::/32\n"
+                                      "deny = 10.20.0.0/16\nallow = unix:\ndeny = all\n"
+                                      "[location /]\nreturn = 200\n"
+                                      "[location /open/]\nreturn = 200\nallow = all\n");
+        if (!ok(c != NULL, "allow/deny load"))
+                return;
+        const struct location *admin = proxy_find_location(&c->servers[0], "/admin/x", 8);
+        const struct location *root = proxy_find_location(&c->servers[0], "/x", 2);
+        const struct location *open = proxy_find_location(&c->servers[0], "/open/", 6);
+        ok(admin && admin->n_rules == 5, "five rules, in order");
+        ok(allowed(admin, "10.20.0.1"), "the first match decides: 10/8 before 10.20/16");
+        ok(allowed(admin, "10.255.255.255") && !allowed(admin, "11.0.0.1"),
+           "10.1.2.3/8 is 10.0.0.0/8");
+        ok(allowed(admin, "::ffff:10.0.0.7"), "an IPv4 client on a dual-stack socket is IPv4");
+        ok(allowed(admin, "2001:db8:ffff::1") && !allowed(admin, "2001:db9::1"), "an IPv6 prefix");
+        ok(allowed(admin, "unix"), "unix:");
+        ok(!allowed(admin, "192.0.2.1"), "deny all ends the list");
+        ok(root && root->n_rules == 1 && !allowed(root, "192.0.2.66") &&
+               allowed(root, "192.0.2.67"),
+           "a location without rules has its server's");
+        ok(open && allowed(open, "192.0.2.66"), "a location's own rules replace the server's");
+        ok(proxy_access_allowed(NULL, 0, NULL, 0), "no rules: allowed");
+        proxy_config_free(c);
+
+        struct access_rule r;
+        ok(proxy_access_rule_parse("10.0.0.0/33", true, &r) < 0, "/33 for IPv4 refused");
+        ok(proxy_access_rule_parse("::/129", true, &r) < 0, "/129 for IPv6 refused");
+        ok(proxy_access_rule_parse("10.0.0.0/", true, &r) < 0, "an empty prefix refused");
+        ok(proxy_access_rule_parse("10.0.0.0/1x", true, &r) < 0, "a prefix with a letter");
+        ok(proxy_access_rule_parse("example.com", true, &r) < 0, "a name refused");
+        ok(proxy_access_rule_parse("/8", true, &r) < 0, "no address refused");
+        ok(proxy_access_rule_parse("::/0", false, &r) == 0 && r.prefix == 0 && !r.allow, "::/0");
+        c = load("[location /]\nreturn = 200\ndeny = everyone\n");
+        ok(!c && diag_has("all, unix:, an address", "proxy.ini:3"), "a bad rule, with its line");
+        proxy_config_free(c);
+}
+
 static void test_all_problems_reported(void)
 {
         struct proxy_config *c = load("[server]\nbogus = 1\n"
@@ -409,6 +478,7 @@ int main(void)
         subtest("refusals", test_refusals);
         subtest("gzip", test_gzip);
         subtest("error pages", test_error_pages);
+        subtest("allow and deny", test_access_rules);
         subtest("every problem at once", test_all_problems_reported);
         subtest("no locations", test_no_locations_warns);
         subtest("response buffers", test_buffers);
