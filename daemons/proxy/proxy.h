@@ -97,6 +97,9 @@ int proxy_access_rule_parse(const char *value, bool allow, struct access_rule *r
 /* Whether a client at peer may use a location with these rules (none: yes). */
 bool proxy_access_allowed(const struct access_rule *rules, size_t n,
                           const struct sockaddr_storage *peer, socklen_t peer_len);
+/* Whether peer is in any of these networks (their allow flags are not looked at). */
+bool proxy_addr_listed(const struct access_rule *rules, size_t n,
+                       const struct sockaddr_storage *peer, socklen_t peer_len);
 
 struct location {
         char *prefix;
@@ -148,10 +151,27 @@ struct vserver {
         struct gzip_conf gzip;
         struct error_page *error_pages;
         size_t n_error_pages;
+        /* nginx's realip module: set_real_ip_from, real_ip_header, real_ip_recursive. */
+        struct access_rule *real_ip_from;
+        size_t n_real_ip_from;
+        char *real_ip_header;
+        bool real_ip_recursive;
 };
 
 /* The page for status in vs (NULL: the built-in one). */
 const struct error_page *proxy_error_page(const struct vserver *vs, int status);
+
+struct http_request;
+/*
+ * The client a trusted peer (set_real_ip_from) names in real_ip_header, as
+ * nginx's realip module finds it: the whole value, or for X-Forwarded-For
+ * the last address, or with real_ip_recursive the last one that is not
+ * trusted itself. Its port is 0. False (ret untouched) when the peer is not
+ * trusted or the header holds no address.
+ */
+bool proxy_real_ip(const struct vserver *vs, const struct http_request *req,
+                   const struct sockaddr_storage *peer, socklen_t peer_len,
+                   struct sockaddr_storage *ret, socklen_t *ret_len);
 
 struct proxy_config {
         struct config_file *file;

@@ -59,6 +59,10 @@ struct server_settings {
         struct config_strv error_page;
         struct access_rule *rules; /* allow, deny: in the order written */
         size_t n_rules;
+        struct access_rule *real_ip_from;
+        size_t n_real_ip_from;
+        const char *real_ip_header;
+        bool real_ip_recursive;
 };
 
 #define S(name, type)                                                                              \
@@ -91,6 +95,8 @@ static const struct config_key server_keys[] = {
     S(gzip_proxied, CONFIG_STRING),
     S(gzip_http_version, CONFIG_STRING),
     S(error_page, CONFIG_STRV),
+    S(real_ip_header, CONFIG_STRING),
+    S(real_ip_recursive, CONFIG_BOOL),
     {},
 };
 #undef S
@@ -305,6 +311,7 @@ static void server_defaults(struct server_settings *s)
             .gzip_comp_level = 1,
             .gzip_proxied = "off",
             .gzip_http_version = "1.1",
+            .real_ip_header = "X-Real-IP",
         };
 }
 
@@ -542,37 +549,138 @@ int proxy_access_rule_parse(const char *value, bool allow, struct access_rule *r
         return 0;
 }
 
-bool proxy_access_allowed(const struct access_rule *rules, size_t n,
-                          const struct sockaddr_storage *peer, socklen_t peer_len)
-{
-        uint8_t addr[16] = {0};
-        int family = peer_len > 0 ? peer->ss_family : AF_UNSPEC;
+/* A peer as the rules see it: its family and address bytes. */
+struct peer_key {
+        int family; /* AF_UNSPEC when unknown */
+        uint8_t addr[16];
+};
 
-        if (family == AF_INET) {
-                memcpy(addr, &((const struct sockaddr_in *) peer)->sin_addr, 4);
-        } else if (family == AF_INET6) {
+static struct peer_key peer_key(const struct sockaddr_storage *peer, socklen_t peer_len)
+{
+        struct peer_key k = {.family = peer_len > 0 ? peer->ss_family : AF_UNSPEC};
+
+        if (k.family == AF_INET) {
+                memcpy(k.addr, &((const struct sockaddr_in *) peer)->sin_addr, 4);
+        } else if (k.family == AF_INET6) {
                 const struct in6_addr *a6 = &((const struct sockaddr_in6 *) peer)->sin6_addr;
                 /* An IPv4 client on a dual-stack socket is matched as IPv4. */
                 if (IN6_IS_ADDR_V4MAPPED(a6)) {
-                        family = AF_INET;
-                        memcpy(addr, a6->s6_addr + 12, 4);
+                        k.family = AF_INET;
+                        memcpy(k.addr, a6->s6_addr + 12, 4);
                 } else {
-                        memcpy(addr, a6->s6_addr, 16);
+                        memcpy(k.addr, a6->s6_addr, 16);
                 }
         }
-        for (size_t i = 0; i < n; i++) {
-                const struct access_rule *r = &rules[i];
-                if (r->family != 0 && r->family != family)
-                        continue;
-                if (r->family == AF_INET || r->family == AF_INET6) {
-                        unsigned full = r->prefix / 8, bits = r->prefix % 8;
-                        if (memcmp(r->addr, addr, full) != 0)
-                                continue;
-                        if (bits && ((r->addr[full] ^ addr[full]) & (uint8_t) (0xff00u >> bits)))
-                                continue;
-                }
-                return r->allow;
+        return k;
+}
+
+static bool rule_matches(const struct access_rule *r, const struct peer_key *k)
+{
+        if (r->family != 0 && r->family != k->family)
+                return false;
+        if (r->family == AF_INET || r->family == AF_INET6) {
+                unsigned full = r->prefix / 8, bits = r->prefix % 8;
+                if (memcmp(r->addr, k->addr, full) != 0)
+                        return false;
+                if (bits && ((r->addr[full] ^ k->addr[full]) & (uint8_t) (0xff00u >> bits)))
+                        return false;
         }
+        return true;
+}
+
+bool proxy_access_allowed(const struct access_rule *rules, size_t n,
+                          const struct sockaddr_storage *peer, socklen_t peer_len)
+{
+        struct peer_key k = peer_key(peer, peer_len);
+
+        for (size_t i = 0; i < n; i++)
+                if (rule_matches(&rules[i], &k))
+                        return rules[i].allow;
+        return true;
+}
+
+bool proxy_addr_listed(const struct access_rule *rules, size_t n,
+                       const struct sockaddr_storage *peer, socklen_t peer_len)
+{
+        struct peer_key k = peer_key(peer, peer_len);
+
+        for (size_t i = 0; i < n; i++)
+                if (rule_matches(&rules[i], &k))
+                        return true;
+        return false;
+}
+
+/* One address, spaces around it allowed, no port. */
+static bool addr_parse(const char *p, const char *end, struct sockaddr_storage *ret,
+                       socklen_t *ret_len)
+{
+        char text[INET6_ADDRSTRLEN];
+
+        while (p < end && (*p == ' ' || *p == '\t'))
+                p++;
+        while (end > p && (end[-1] == ' ' || end[-1] == '\t'))
+                end--;
+        if (end == p || (size_t) (end - p) >= sizeof(text))
+                return false;
+        memcpy(text, p, (size_t) (end - p));
+        text[end - p] = '\0';
+        *ret = (struct sockaddr_storage){0};
+        struct sockaddr_in *v4 = (struct sockaddr_in *) ret;
+        struct sockaddr_in6 *v6 = (struct sockaddr_in6 *) ret;
+        if (inet_pton(AF_INET, text, &v4->sin_addr) == 1) {
+                v4->sin_family = AF_INET;
+                *ret_len = sizeof(*v4);
+                return true;
+        }
+        if (inet_pton(AF_INET6, text, &v6->sin6_addr) == 1) {
+                v6->sin6_family = AF_INET6;
+                *ret_len = sizeof(*v6);
+                return true;
+        }
+        return false;
+}
+
+bool proxy_real_ip(const struct vserver *vs, const struct http_request *req,
+                   const struct sockaddr_storage *peer, socklen_t peer_len,
+                   struct sockaddr_storage *ret, socklen_t *ret_len)
+{
+        const struct http_header *h = NULL;
+        struct sockaddr_storage cand;
+        socklen_t cand_len = 0;
+
+        if (!vs->n_real_ip_from ||
+            !proxy_addr_listed(vs->real_ip_from, vs->n_real_ip_from, peer, peer_len))
+                return false;
+        /* The last line of the header: the one the nearest proxy wrote. */
+        for (size_t i = 0; i < req->n_headers; i++)
+                if (span_eq_case(req->headers[i].name, vs->real_ip_header))
+                        h = &req->headers[i];
+        if (!h)
+                return false;
+        bool list = strcasecmp(vs->real_ip_header, "X-Forwarded-For") == 0;
+        const char *start = h->value.ptr, *end = start + h->value.len;
+        while (end > start) {
+                const char *el = end;
+                while (list && el > start && el[-1] != ',')
+                        el--;
+                if (!list)
+                        el = start;
+                struct sockaddr_storage a;
+                socklen_t a_len;
+                if (!addr_parse(el, end, &a, &a_len))
+                        break;
+                cand = a;
+                cand_len = a_len;
+                /* Recursive: a trusted proxy in the list passes us on to the one before. */
+                if (!list || !vs->real_ip_recursive ||
+                    !proxy_addr_listed(vs->real_ip_from, vs->n_real_ip_from, &a, a_len))
+                        break;
+                end = el > start ? el - 1 : start;
+        }
+        if (!cand_len)
+                return false;
+        *ret = cand;
+        *ret_len = cand_len;
         return true;
 }
 
@@ -710,6 +818,13 @@ static int collect(struct builder *b)
                 if (!target)
                         continue;
 
+                if (kind == SEC_SERVER && streq(e->key, "set_real_ip_from")) {
+                        struct server_settings *ss = target;
+                        r = access_rule_add(b, e, &ss->real_ip_from, &ss->n_real_ip_from);
+                        if (r < 0)
+                                return r;
+                        continue;
+                }
                 if ((kind == SEC_SERVER || kind == SEC_LOCATION) &&
                     (streq(e->key, "allow") || streq(e->key, "deny"))) {
                         if (kind == SEC_SERVER) {
@@ -861,18 +976,28 @@ static int return_parse(const char *v, struct location *l, const char **ret_unkn
 }
 
 /* add_header = Name: value, checked so that it cannot break the response head. */
+/* A header field name: one or more token characters (RFC 9110 5.1). */
+static bool header_name_valid(const char *name, size_t len)
+{
+        if (len == 0)
+                return false;
+        for (size_t i = 0; i < len; i++) {
+                char ch = name[i];
+                if (!ch || (!strchr("!#$%&'*+-.^_`|~", ch) && !(ch >= '0' && ch <= '9') &&
+                            !((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z')))
+                        return false;
+        }
+        return true;
+}
+
 static int add_header_append(struct location *l, const char *v)
 {
         const char *colon = strchr(v, ':');
         size_t n = strlen(v);
         char *p;
 
-        if (!colon || colon == v)
+        if (!colon || !header_name_valid(v, (size_t) (colon - v)))
                 return -EINVAL;
-        for (const char *q = v; q < colon; q++)
-                if (!strchr("!#$%&'*+-.^_`|~", *q) &&
-                    !((*q >= '0' && *q <= '9') || ((*q | 0x20) >= 'a' && (*q | 0x20) <= 'z')))
-                        return -EINVAL;
         for (const char *q = colon + 1; *q; q++)
                 if ((unsigned char) *q < 0x20 && *q != '\t')
                         return -EINVAL;
@@ -1118,6 +1243,18 @@ static int build_servers(struct builder *b)
                         r = build_error_pages(b, s, vs, origin);
                 if (r < 0)
                         return r;
+                vs->real_ip_from = TAKE_PTR(s->real_ip_from);
+                vs->n_real_ip_from = s->n_real_ip_from;
+                vs->real_ip_recursive = s->real_ip_recursive;
+                vs->real_ip_header = strdup(s->real_ip_header);
+                if (!vs->real_ip_header)
+                        return -ENOMEM;
+                if (streq(s->real_ip_header, "proxy_protocol") ||
+                    !header_name_valid(s->real_ip_header, strlen(s->real_ip_header)))
+                        config_diag_add(b->diag, true, origin, 0, "real_ip_header",
+                                        "'%s' is not a header name (the PROXY protocol is not "
+                                        "implemented)",
+                                        s->real_ip_header);
         }
         for (size_t i = 0; i < b->n_loc_settings; i++) {
                 struct vserver *vs = &c->servers[b->loc_server[i]];
@@ -1197,6 +1334,7 @@ static void builder_done(struct builder *b)
                 config_strv_done(&b->server_settings[i].listen);
                 config_strv_done(&b->server_settings[i].error_page);
                 free(b->server_settings[i].rules);
+                free(b->server_settings[i].real_ip_from);
         }
         config_strv_done(&b->global.listen);
         config_strv_done(&b->global.server_name);
@@ -1334,6 +1472,8 @@ struct proxy_config *proxy_config_free(struct proxy_config *c)
                         if (vs->error_pages[j].owns_body)
                                 free(vs->error_pages[j].body);
                 free(vs->error_pages);
+                free(vs->real_ip_from);
+                free(vs->real_ip_header);
         }
         free(c->servers);
         for (size_t i = 0; i < c->n_upstreams; i++) {

@@ -523,16 +523,19 @@ static void request_reset(struct conn *c)
         spipe_put(c->w, &c->sp, c->sp_bytes == 0);
         c->sp_bytes = 0;
         c->upgrade = c->tunnel = false;
+        c->client_len = 0;
 }
 
 static void log_access(struct conn *c)
 {
         struct access_log *a;
+        socklen_t client_len;
+        const struct sockaddr_storage *client = conn_client(c, &client_len);
 
         if (!c->vs || !c->cfg || !(a = worker_alog(c->w, c->cfg, c->vs)))
                 return;
         struct access_record r = {
-            .peer = c->peer_len ? (const struct sockaddr *) &c->peer : NULL,
+            .peer = client_len ? (const struct sockaddr *) client : NULL,
             .request_line = c->logline,
             .request_line_len = c->logline_len,
             .status = c->status,
@@ -762,10 +765,13 @@ static ssize_t return_expand(const struct conn *c, const struct return_ctx *x, c
                         snprintf(port, sizeof(port), "%u", c->local_port);
                         v = span_from_str(port);
                         break;
-                case PV_REMOTE_ADDR:
-                        addr_text(&c->peer, c->peer_len, addr, sizeof(addr), port, sizeof(port));
+                case PV_REMOTE_ADDR: {
+                        socklen_t client_len;
+                        const struct sockaddr_storage *client = conn_client(c, &client_len);
+                        addr_text(client, client_len, addr, sizeof(addr), port, sizeof(port));
                         v = span_from_str(addr);
                         break;
+                }
                 default:
                         n = 0; /* a plain '$', or any other character */
                         break;
@@ -968,6 +974,9 @@ static void conn_route(struct conn *c, const struct http_request *req, size_t he
         ssize_t plen;
 
         c->vs = proxy_find_server(c->cfg, req->host.ptr ? req->host.ptr : "", req->host.len);
+        c->client_len = 0;
+        if (c->vs->n_real_ip_from)
+                (void) proxy_real_ip(c->vs, req, &c->peer, c->peer_len, &c->client, &c->client_len);
         if (c->requests >= c->vs->keepalive_requests || w->stopping)
                 c->keep_alive = false;
         plen = req->path.len == 1 && req->path.ptr[0] == '*'
@@ -985,8 +994,10 @@ static void conn_route(struct conn *c, const struct http_request *req, size_t he
                 conn_local_error(c, 404);
                 return;
         }
+        socklen_t client_len;
+        const struct sockaddr_storage *client = conn_client(c, &client_len);
         if (c->loc->n_rules &&
-            !proxy_access_allowed(c->loc->rules, c->loc->n_rules, &c->peer, c->peer_len)) {
+            !proxy_access_allowed(c->loc->rules, c->loc->n_rules, client, client_len)) {
                 log_info("access forbidden by rule: %.*s", (int) min_size(req->target.len, 200),
                          req->target.ptr);
                 conn_consume(c, head_len);

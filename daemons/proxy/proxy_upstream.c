@@ -373,7 +373,9 @@ static ssize_t build_uwsgi(struct conn *c, const struct http_request *req, uint6
         plen = http_path_normalize(req->path.ptr, req->path.len, path, sizeof(path), 0);
         if (plen < 0)
                 plen = 0;
-        addr_text(&c->peer, c->peer_len, addr, sizeof(addr), port, sizeof(port));
+        socklen_t client_len;
+        const struct sockaddr_storage *client = conn_client(c, &client_len);
+        addr_text(client, client_len, addr, sizeof(addr), port, sizeof(port));
         snprintf(lport, sizeof(lport), "%u", c->local_port);
         snprintf(clen, sizeof(clen), "%llu", (unsigned long long) body_len);
 
@@ -443,8 +445,11 @@ static ssize_t build_http(struct conn *c, const struct http_request *req, uint64
         const struct http_header *xff = http_find_header(req, "X-Forwarded-For");
         const struct http_header *conn_hdr = http_find_header(req, "Connection");
 
+        socklen_t client_len;
+        const struct sockaddr_storage *client = conn_client(c, &client_len);
+
         http_writer_init(&hw, c->uphead, UP_HEAD_MAX);
-        addr_text(&c->peer, c->peer_len, addr, sizeof(addr), port, sizeof(port));
+        addr_text(client, client_len, addr, sizeof(addr), port, sizeof(port));
         http_write_raw(&hw, req->method_name.ptr, req->method_name.len);
         http_write_raw(&hw, " ", 1);
         http_write_raw(&hw, req->target.ptr, req->target.len);

@@ -136,6 +136,8 @@ struct conn {
         struct ring_op op_recv, op_send, op_handoff;
         struct sockaddr_storage peer;
         socklen_t peer_len;
+        struct sockaddr_storage client; /* the request's client, when real_ip named one */
+        socklen_t client_len;           /* 0: the client is the peer */
         unsigned local_port;
         struct proxy_config *cfg; /* held (refs) while a request is in progress */
         uint64_t deadline;        /* client-side timeout; 0 none */
@@ -315,6 +317,13 @@ void exchange_input(struct conn *c);
 /* The client took bytes: there may be room to read more of the response. */
 void exchange_output_sent(struct conn *c);
 /* The client connection is going away: drop the upstream side. */
+/* The request's client: the address real_ip found, else the peer. */
+static inline const struct sockaddr_storage *conn_client(const struct conn *c, socklen_t *len)
+{
+        *len = c->client_len ? c->client_len : c->peer_len;
+        return c->client_len ? &c->client : &c->peer;
+}
+
 void exchange_abort(struct conn *c);
 void upconn_timeout(struct upconn *u);
 void upconn_pool_drop_all(struct worker *w);

@@ -529,6 +529,30 @@ def test_allow_and_deny(proxies):
     assert "access forbidden by rule: /private/x" in p.daemon.log_text()
 
 
+def test_real_ip_from_a_trusted_proxy(proxies, app, tmp_path):
+    """set_real_ip_from / real_ip_header, nginx's realip: behind a trusted
+    proxy, the client it names is the one the application, the access log
+    and allow/deny see; an untrusted peer's header changes nothing."""
+    log = tmp_path / "access.log"
+    p = proxies(uwsgi_site(app, extra=f"access_log = file:{log}\nset_real_ip_from = 127.0.0.1\n"
+                                      "real_ip_header = X-Forwarded-For\nreal_ip_recursive = on\n"
+                                      "set_real_ip_from = 10.0.0.0/8\n")
+                + "[location /admin/]\nuwsgi_pass = app\ndeny = 203.0.113.9\n")
+    xff = [("X-Forwarded-For", "203.0.113.9, 10.1.1.1")]
+    env = env_of(p.get("/env", xff))
+    assert env["REMOTE_ADDR"] == "203.0.113.9" and env["HTTP_X_FORWARDED_FOR"].startswith("203.")
+    assert p.get("/admin/env", xff).status == 403
+    # Without the header the peer (127.0.0.1) is the client: the app answers (its own 404).
+    assert p.get("/admin/env").status == 404
+    assert p.daemon.log_text().count("access forbidden by rule") == 1
+    deadline = time.monotonic() + 5
+    while "203.0.113.9 - - [" not in (log.read_text() if log.exists() else ""):
+        assert time.monotonic() < deadline, "the access log does not name the real client"
+        time.sleep(0.05)
+    p2 = proxies(uwsgi_site(app, extra="set_real_ip_from = 10.0.0.0/8\n"))
+    assert env_of(p2.get("/env", xff))["REMOTE_ADDR"] == "127.0.0.1", "an untrusted peer"
+
+
 def test_upstream_timeout_is_504(proxies):
     def handler(conn):
         read_http_request(conn)

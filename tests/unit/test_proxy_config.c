@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "http_parse.h"
 #include "proxy.h"
 #include "tap.h"
 #include "util.h"
@@ -400,6 +401,91 @@ static void test_access_rules(void)
         proxy_config_free(c);
 }
 
+/* The address real_ip finds for a request from peer with these header lines, or "-". */
+static const char *real_ip(const struct vserver *vs, const char *peer, const char *headers,
+                           char *out, size_t size)
+{
+        char raw[512];
+        struct http_request req;
+        struct sockaddr_storage got;
+        socklen_t peer_len, got_len = 0;
+        struct sockaddr_storage from = peer_of(peer, &peer_len);
+
+        snprintf(raw, sizeof(raw), "GET / HTTP/1.1\r\nHost: a\r\n%s\r\n", headers);
+        if (http_parse_request(raw, strlen(raw), sizeof(raw), &req) <= 0)
+                return "unparsed";
+        if (!proxy_real_ip(vs, &req, &from, peer_len, &got, &got_len))
+                return "-";
+        const void *a = got.ss_family == AF_INET
+                            ? (const void *) &((struct sockaddr_in *) &got)->sin_addr
+                            : (const void *) &((struct sockaddr_in6 *) &got)->sin6_addr;
+        return inet_ntop(got.ss_family, a, out, (socklen_t) size);
+}
+
+static void test_real_ip(void)
+{
+        struct proxy_config *c =
+            load("[server]\nset_real_ip_from = 10.0.0.0/8\nset_real_ip_from = 192.0.2.1\n"
+                 "real_ip_header = X-Forwarded-For\n"
+                 "[server r]\nserver_name = r\nset_real_ip_from = 10.0.0.0/8\n"
+                 "real_ip_header = x-forwarded-for\nreal_ip_recursive = on\n"
+                 "[server x]\nserver_name = x\nset_real_ip_from = ::1\n"
+                 "[server none]\nserver_name = none\n");
+        char b[64];
+
+        if (!ok(c != NULL, "real_ip settings load"))
+                return;
+        const struct vserver *xff = &c->servers[0], *rec = &c->servers[1], *xri = &c->servers[2];
+        ok(streq(real_ip(xff, "10.0.0.5", "X-Forwarded-For: 203.0.113.7\r\n", b, sizeof(b)),
+                 "203.0.113.7"),
+           "a trusted peer's X-Forwarded-For");
+        ok(streq(
+               real_ip(xff, "10.0.0.5", "X-Forwarded-For: 203.0.113.7, 10.0.0.9\r\n", b, sizeof(b)),
+               "10.0.0.9"),
+           "its last address, without real_ip_recursive");
+        ok(streq(
+               real_ip(rec, "10.0.0.5", "X-Forwarded-For: 203.0.113.7 ,10.0.0.9\r\n", b, sizeof(b)),
+               "203.0.113.7"),
+           "recursive: the last one that is not trusted");
+        ok(streq(real_ip(rec, "10.0.0.5", "X-Forwarded-For: 10.0.0.1, 10.0.0.2\r\n", b, sizeof(b)),
+                 "10.0.0.1"),
+           "recursive, all trusted: the first");
+        ok(streq(real_ip(xff, "198.51.100.1", "X-Forwarded-For: 203.0.113.7\r\n", b, sizeof(b)),
+                 "-"),
+           "an untrusted peer's header is ignored");
+        ok(streq(real_ip(xff, "::ffff:192.0.2.1", "X-Forwarded-For: 203.0.113.7\r\n", b, sizeof(b)),
+                 "203.0.113.7"),
+           "a trusted IPv4 peer on a dual-stack socket");
+        ok(streq(real_ip(xff, "10.0.0.5", "X-Forwarded-For: unknown\r\n", b, sizeof(b)), "-"),
+           "no address in it: the peer stays");
+        ok(streq(real_ip(xff, "10.0.0.5", "X-Forwarded-For: 203.0.113.7, 1.2.3.4:80\r\n", b,
+                         sizeof(b)),
+                 "-"),
+           "an address with a port is none");
+        ok(streq(real_ip(xff, "10.0.0.5",
+                         "X-Forwarded-For: 1.1.1.1\r\nX-Forwarded-For: 2.2.2.2\r\n", b, sizeof(b)),
+                 "2.2.2.2"),
+           "of several lines, the last");
+        ok(streq(real_ip(xff, "10.0.0.5", "", b, sizeof(b)), "-"), "no header: the peer stays");
+        ok(streq(real_ip(xri, "::1", "X-Real-IP:  2001:db8::5 \r\n", b, sizeof(b)), "2001:db8::5"),
+           "X-Real-IP by default, IPv6");
+        ok(streq(real_ip(xri, "::1", "X-Real-IP: 1.1.1.1, 2.2.2.2\r\n", b, sizeof(b)), "-"),
+           "X-Real-IP is one address, not a list");
+        ok(streq(real_ip(&c->servers[3], "10.0.0.5", "X-Real-IP: 1.1.1.1\r\n", b, sizeof(b)), "-"),
+           "no set_real_ip_from: never");
+        proxy_config_free(c);
+
+        c = load("[server]\nreal_ip_header = proxy_protocol\n");
+        ok(!c && diag_has("not a header name", NULL), "real_ip_header proxy_protocol refused");
+        proxy_config_free(c);
+        c = load("[server]\nreal_ip_header = Bad Header\n");
+        ok(!c && diag_has("not a header name", NULL), "real_ip_header with a space refused");
+        proxy_config_free(c);
+        c = load("[server]\n\nset_real_ip_from = lb.example\n");
+        ok(!c && diag_has("an address", "proxy.ini:3"), "set_real_ip_from with a name refused");
+        proxy_config_free(c);
+}
+
 static void test_all_problems_reported(void)
 {
         struct proxy_config *c = load("[server]\nbogus = 1\n"
@@ -479,6 +565,7 @@ int main(void)
         subtest("gzip", test_gzip);
         subtest("error pages", test_error_pages);
         subtest("allow and deny", test_access_rules);
+        subtest("real_ip", test_real_ip);
         subtest("every problem at once", test_all_problems_reported);
         subtest("no locations", test_no_locations_warns);
         subtest("response buffers", test_buffers);
