@@ -10,7 +10,8 @@
  *                    handing connections to wharf-static
  *   proxy_upstream.c one exchange with an upstream: choosing a server,
  *                    connecting, the uwsgi or HTTP request, the response
- *                    relayed and re-framed for the client
+ *                    relayed and re-framed for the client, a WebSocket tunnel
+ *   proxy_gzip.c     gzip of relayed responses (nginx's gzip module)
  *
  * Ownership: a struct proxy_config is immutable once built and shared by all
  * workers, except for the passive health counters of its upstream servers,
