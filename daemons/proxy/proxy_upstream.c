@@ -551,7 +551,7 @@ void exchange_start(struct conn *c, const struct http_request *req, size_t head_
         } else {
                 body_len = req->body == HTTP_BODY_LENGTH ? req->content_length : 0;
         }
-        c->gz_accept = gzip_request_accepts(&c->vs->gzip, req);
+        c->gz_accept = c->loc->gzip && gzip_request_accepts(&c->vs->gzip, req);
         c->upgrade = c->loc->kind == LOC_HTTP && upgrade_requested(req);
         c->uphead = malloc(UP_HEAD_MAX);
         r = !c->uphead                  ? -ENOMEM
