@@ -56,7 +56,8 @@ struct server_settings {
         bool gzip_vary;
         const char *gzip_proxied;
         const char *gzip_http_version;
-        struct config_strv error_page;
+        struct error_page *error_pages; /* read as their lines come */
+        size_t n_error_pages;
         struct access_rule *rules; /* allow, deny: in the order written */
         size_t n_rules;
         struct access_rule *real_ip_from;
@@ -94,7 +95,6 @@ static const struct config_key server_keys[] = {
     S(gzip_vary, CONFIG_BOOL),
     S(gzip_proxied, CONFIG_STRING),
     S(gzip_http_version, CONFIG_STRING),
-    S(error_page, CONFIG_STRV),
     S(real_ip_header, CONFIG_STRING),
     S(real_ip_recursive, CONFIG_BOOL),
     {},
@@ -478,27 +478,71 @@ static int error_page_read(const char *path, char **ret, size_t *ret_len)
         return 0;
 }
 
-static void error_page_check(struct builder *b, const struct config_entry *e)
+static const char *error_page_type(const char *path)
+{
+        static const struct {
+                const char *ext, *type;
+        } types[] = {
+            {".html", "text/html; charset=utf-8"}, {".htm", "text/html; charset=utf-8"},
+            {".txt", "text/plain; charset=utf-8"}, {".json", "application/json"},
+            {".xml", "application/xml"},
+        };
+        const char *dot = strrchr(path, '.');
+
+        for (size_t i = 0; dot && i < ARRAY_SIZE(types); i++)
+                if (strcasecmp(dot, types[i].ext) == 0)
+                        return types[i].type;
+        return "application/octet-stream";
+}
+
+/* An error_page line: its file read now, one entry per code, all sharing the bytes. */
+static int error_page_add(struct builder *b, const struct config_entry *e,
+                          struct error_page **pages, size_t *n_pages)
 {
         int codes[ERROR_PAGE_CODES];
         const char *path, *why = NULL;
-        size_t n;
+        size_t n, len = 0;
         char *body = NULL;
-        size_t len;
 
         if (error_page_parse(e->value, codes, &n, &path, &why) < 0) {
                 config_diag_add(b->diag, true, b->f->path, e->line, e->key, "'%s' %s", e->value,
                                 why);
-                return;
+                return 0;
         }
         int r = error_page_read(path, &body, &len);
-        free(body);
-        if (r < 0 && r != -ENOMEM)
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0) {
                 config_diag_add(b->diag, true, b->f->path, e->line, e->key, "cannot read '%s': %s",
                                 path,
                                 r == -EFBIG    ? "larger than 1 MiB"
                                 : r == -EINVAL ? "not a regular file"
                                                : strerror(-r));
+                return 0;
+        }
+        struct error_page *p = realloc(*pages, (*n_pages + n) * sizeof(*p));
+        if (!p) {
+                free(body);
+                return -ENOMEM;
+        }
+        *pages = p;
+        for (size_t j = 0; j < n; j++)
+                p[(*n_pages)++] = (struct error_page){
+                    .status = codes[j],
+                    .body = body,
+                    .len = len,
+                    .owns_body = j == 0,
+                    .type = error_page_type(path),
+                };
+        return 0;
+}
+
+static void error_pages_free(struct error_page *pages, size_t n)
+{
+        for (size_t i = 0; i < n; i++)
+                if (pages[i].owns_body)
+                        free(pages[i].body);
+        free(pages);
 }
 
 int proxy_access_rule_parse(const char *value, bool allow, struct access_rule *ret)
@@ -588,26 +632,31 @@ static bool rule_matches(const struct access_rule *r, const struct peer_key *k)
         return true;
 }
 
-bool proxy_access_allowed(const struct access_rule *rules, size_t n,
-                          const struct sockaddr_storage *peer, socklen_t peer_len)
+/* The first of rules that peer matches, or NULL. */
+static const struct access_rule *first_match(const struct access_rule *rules, size_t n,
+                                             const struct sockaddr_storage *peer,
+                                             socklen_t peer_len)
 {
         struct peer_key k = peer_key(peer, peer_len);
 
         for (size_t i = 0; i < n; i++)
                 if (rule_matches(&rules[i], &k))
-                        return rules[i].allow;
-        return true;
+                        return &rules[i];
+        return NULL;
+}
+
+bool proxy_access_allowed(const struct access_rule *rules, size_t n,
+                          const struct sockaddr_storage *peer, socklen_t peer_len)
+{
+        const struct access_rule *r = first_match(rules, n, peer, peer_len);
+
+        return !r || r->allow;
 }
 
 bool proxy_addr_listed(const struct access_rule *rules, size_t n,
                        const struct sockaddr_storage *peer, socklen_t peer_len)
 {
-        struct peer_key k = peer_key(peer, peer_len);
-
-        for (size_t i = 0; i < n; i++)
-                if (rule_matches(&rules[i], &k))
-                        return true;
-        return false;
+        return first_match(rules, n, peer, peer_len) != NULL;
 }
 
 /* One address, spaces around it allowed, no port. */
@@ -818,6 +867,13 @@ static int collect(struct builder *b)
                 if (!target)
                         continue;
 
+                if (kind == SEC_SERVER && streq(e->key, "error_page")) {
+                        struct server_settings *ss = target;
+                        r = error_page_add(b, e, &ss->error_pages, &ss->n_error_pages);
+                        if (r < 0)
+                                return r;
+                        continue;
+                }
                 if (kind == SEC_SERVER && streq(e->key, "set_real_ip_from")) {
                         struct server_settings *ss = target;
                         r = access_rule_add(b, e, &ss->real_ip_from, &ss->n_real_ip_from);
@@ -860,8 +916,6 @@ static int collect(struct builder *b)
                         ((struct location_settings *) target)->has_gzip = true;
                 if (kind == SEC_SERVER && strncmp(e->key, "gzip_", 5) == 0)
                         gzip_value_check(b, e);
-                if (kind == SEC_SERVER && streq(e->key, "error_page"))
-                        error_page_check(b, e);
         }
         return 0;
 }
@@ -1116,62 +1170,6 @@ static int build_location(struct builder *b, size_t i, struct location *l)
         return 0;
 }
 
-static const char *error_page_type(const char *path)
-{
-        static const struct {
-                const char *ext, *type;
-        } types[] = {
-            {".html", "text/html; charset=utf-8"}, {".htm", "text/html; charset=utf-8"},
-            {".txt", "text/plain; charset=utf-8"}, {".json", "application/json"},
-            {".xml", "application/xml"},
-        };
-        const char *dot = strrchr(path, '.');
-
-        for (size_t i = 0; dot && i < ARRAY_SIZE(types); i++)
-                if (strcasecmp(dot, types[i].ext) == 0)
-                        return types[i].type;
-        return "application/octet-stream";
-}
-
-/* The pages error_page_check() found readable; a file gone since is reported here. */
-static int build_error_pages(struct builder *b, const struct server_settings *s, struct vserver *vs,
-                             const char *origin)
-{
-        for (size_t i = 0; i < s->error_page.n; i++) {
-                int codes[ERROR_PAGE_CODES];
-                const char *path, *why;
-                size_t n, len;
-                char *body;
-
-                if (error_page_parse(s->error_page.v[i], codes, &n, &path, &why) < 0)
-                        continue;
-                int r = error_page_read(path, &body, &len);
-                if (r == -ENOMEM)
-                        return r;
-                if (r < 0) {
-                        config_diag_add(b->diag, true, origin, 0, "error_page",
-                                        "cannot read '%s': %s", path, strerror(-r));
-                        continue;
-                }
-                struct error_page *p =
-                    realloc(vs->error_pages, (vs->n_error_pages + n) * sizeof(*p));
-                if (!p) {
-                        free(body);
-                        return -ENOMEM;
-                }
-                vs->error_pages = p;
-                for (size_t j = 0; j < n; j++)
-                        p[vs->n_error_pages++] = (struct error_page){
-                            .status = codes[j],
-                            .body = body,
-                            .len = len,
-                            .owns_body = j == 0,
-                            .type = error_page_type(path),
-                        };
-        }
-        return 0;
-}
-
 const struct error_page *proxy_error_page(const struct vserver *vs, int status)
 {
         /* The last line for a status wins, as a later error_page does in nginx. */
@@ -1239,10 +1237,11 @@ static int build_servers(struct builder *b)
                                         "'%s' is not off, journal, stderr or file:/path",
                                         s->access_log);
                 int r = build_gzip(s, &vs->gzip);
-                if (r == 0)
-                        r = build_error_pages(b, s, vs, origin);
                 if (r < 0)
                         return r;
+                vs->error_pages = TAKE_PTR(s->error_pages);
+                vs->n_error_pages = s->n_error_pages;
+                s->n_error_pages = 0;
                 vs->real_ip_from = TAKE_PTR(s->real_ip_from);
                 vs->n_real_ip_from = s->n_real_ip_from;
                 vs->real_ip_recursive = s->real_ip_recursive;
@@ -1332,13 +1331,13 @@ static void builder_done(struct builder *b)
         for (size_t i = 0; i < b->c->n_servers && b->server_settings; i++) {
                 config_strv_done(&b->server_settings[i].server_name);
                 config_strv_done(&b->server_settings[i].listen);
-                config_strv_done(&b->server_settings[i].error_page);
+                error_pages_free(b->server_settings[i].error_pages,
+                                 b->server_settings[i].n_error_pages);
                 free(b->server_settings[i].rules);
                 free(b->server_settings[i].real_ip_from);
         }
         config_strv_done(&b->global.listen);
         config_strv_done(&b->global.server_name);
-        config_strv_done(&b->global.error_page);
         free(b->server_settings);
         for (size_t i = 0; i < b->n_loc_settings; i++) {
                 config_strv_done(&b->loc_settings[i].add_header);
@@ -1468,10 +1467,7 @@ struct proxy_config *proxy_config_free(struct proxy_config *c)
                 config_strv_done(&vs->names);
                 free(vs->access_log);
                 free(vs->gzip.types);
-                for (size_t j = 0; j < vs->n_error_pages; j++)
-                        if (vs->error_pages[j].owns_body)
-                                free(vs->error_pages[j].body);
-                free(vs->error_pages);
+                error_pages_free(vs->error_pages, vs->n_error_pages);
                 free(vs->real_ip_from);
                 free(vs->real_ip_header);
         }
