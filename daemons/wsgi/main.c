@@ -488,7 +488,7 @@ int main(int argc, char **argv)
         struct wsgi_py py = {0};
         struct wsgi_server srv = {
             .s = &s,
-            .sig = {&stop_flag, &reload_flag, setup_worker_signals},
+            .sig = {&stop_flag, &reload_flag, setup_worker_signals, on_signal},
             .py = &py,
             .argv = argv,
         };

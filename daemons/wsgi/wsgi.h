@@ -130,11 +130,12 @@ struct wsgi_slot {
         struct wsgi_slot_thread t[WSGI_MAX_THREADS];
 };
 
-/* Signal state a worker reads between requests (set by handlers in main.c). */
+/* Signal state a worker reads between requests (set by main.c's handler). */
 struct wsgi_signals {
         volatile sig_atomic_t *stop;
         volatile sig_atomic_t *reload;
         void (*setup_worker)(void); /* installs the handlers in a new worker */
+        void (*handle)(int sig);    /* the handler, called by a worker's signal thread */
 };
 
 struct notify;

@@ -14,14 +14,16 @@
  * socket call and every wait releases it (gil_release()), so the other
  * `threads` of a worker and the application's own threads run meanwhile.
  *
- * Signals: the handlers in main.c only set flags. A serving thread keeps
- * them blocked; they are checked between requests (a memory read), and when
- * the thread goes idle it checks again and sleeps in ppoll() with them
- * unblocked, so a signal is never lost between the check and the sleep and
- * no request pays a sigprocmask.
+ * Signals: every thread of a worker keeps SIGTERM, SIGINT and SIGHUP
+ * blocked, and one more thread takes them with sigwaitinfo(). It sets the
+ * flag (main.c's handler does) and writes the wake eventfd, so a serving
+ * thread sees a stop between two requests (a memory read), also when a
+ * connection is always waiting, and an idle one leaves its poll() at once.
+ * No request pays a syscall for this.
  */
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdio.h>
@@ -59,6 +61,8 @@ struct worker_group {
         atomic_bool woken;       /* wake_fd was written */
         atomic_bool recycle;     /* max-requests reached */
         _Atomic uint64_t served; /* requests, all threads */
+        sigset_t sigs;           /* what the signal thread takes; blocked in all */
+        pthread_t sig_thread;
 };
 
 /* One serving thread (there is one per `threads`). */
@@ -79,9 +83,7 @@ struct worker {
         int idle[IDLE_MAX];            /* kept-alive uwsgi connections, waiting */
         uint64_t idle_until[IDLE_MAX]; /* monotonic ms */
         size_t n_idle;
-        PyThreadState *ts;  /* saved while the GIL is released */
-        sigset_t block;     /* the signals the handlers watch */
-        sigset_t unblocked; /* the mask while idle in ppoll() (they are blocked otherwise) */
+        PyThreadState *ts;              /* saved while the GIL is released */
         PyObject *vcache[VCACHE_SLOTS]; /* owned: recent environ values, see value_str() */
 };
 
@@ -89,7 +91,7 @@ static bool stop_requested(struct worker *w)
 {
         if (!*w->srv->sig.stop && !*w->srv->sig.reload && !atomic_load(&w->g->recycle))
                 return false;
-        /* The first thread to see it wakes the others out of their ppoll(). */
+        /* The first to see it wakes the idle threads out of their poll(). */
         if (!atomic_exchange(&w->g->woken, true))
                 (void) eventfd_write(w->g->wake_fd, 1);
         return true;
@@ -1152,26 +1154,23 @@ static void describe(char *out, size_t size, struct span method, struct span tar
 }
 
 /*
- * ppoll() on the first nfds entries of w->pfds for at most max_ms, with the
- * signals unblocked only inside it: the flags are checked with them blocked,
- * and ppoll() unblocks them atomically, so none is lost in between. The thread
- * that feeds the watchdog (thread 0 without a master) wakes in time for it.
- * Returns ppoll()'s count (0: the time is up), or -errno (-EINTR: a signal).
+ * poll() on the first nfds entries of w->pfds (the wake eventfd among them)
+ * for at most max_ms. The thread that feeds the watchdog (thread 0 without a
+ * master) wakes in time for it. Returns poll()'s count (0: the time is up),
+ * or -errno.
  */
 static int idle_poll(struct worker *w, size_t nfds, uint64_t max_ms)
 {
         struct notify *n = w->index == 0 ? w->srv->notify : NULL;
-        uint64_t ms = max_ms;
+        uint64_t ms = min_u64(max_ms, INT_MAX);
         int r = 0, e = 0;
 
         if (n)
                 ms = min_u64(ms, notify_next_due(n, now_us()) / 1000 + 1);
-        struct timespec ts = {.tv_sec = (time_t) (ms / 1000),
-                              .tv_nsec = (long) (ms % 1000) * 1000000};
         for (size_t i = 0; i < nfds; i++)
                 w->pfds[i].revents = 0;
         if (!stop_requested(w)) {
-                r = ppoll(w->pfds, nfds, &ts, &w->unblocked);
+                r = poll(w->pfds, nfds, (int) ms);
                 e = errno;
         }
         if (n)
@@ -1443,7 +1442,6 @@ static void wait_and_serve_idle(struct worker *w)
 /* The accept-and-serve loop of one thread. Called without the GIL. */
 static void serve_loop(struct worker *w)
 {
-        pthread_sigmask(SIG_BLOCK, &w->block, &w->unblocked);
         for (;;) {
                 struct wsgi_conn c = {
                     .buf = w->buf,
@@ -1467,7 +1465,6 @@ static void serve_loop(struct worker *w)
                 (void) close(c.fd);
         }
         idle_close_all(w);
-        pthread_sigmask(SIG_SETMASK, &w->unblocked, NULL);
 }
 
 /* Threads after the first get their own Python thread state. */
@@ -1499,10 +1496,6 @@ static int worker_init(struct worker *w, const struct wsgi_server *srv, const st
             .n_listeners = srv->n_listeners,
             .cap = srv->s->buffer_size,
         };
-        sigemptyset(&w->block);
-        sigaddset(&w->block, SIGTERM);
-        sigaddset(&w->block, SIGINT);
-        sigaddset(&w->block, SIGHUP);
         w->buf = malloc(w->cap);
         w->pfds = calloc(w->n_listeners + 2 + IDLE_MAX, sizeof(*w->pfds));
         if (!w->buf || !w->pfds)
@@ -1513,8 +1506,56 @@ static int worker_init(struct worker *w, const struct wsgi_server *srv, const st
         return 0;
 }
 
+/*
+ * The worker's signal thread. A handler in a serving thread would not do: a
+ * busy thread takes a new connection whenever one waits and never sleeps
+ * where a blocked signal could reach it, so under steady load an old worker
+ * of a reload would keep serving the old code.
+ */
+static void *signal_main(void *arg)
+{
+        struct worker *w = arg;
+
+        for (;;) {
+                int sig = sigwaitinfo(&w->g->sigs, NULL);
+                if (sig > 0) {
+                        w->srv->sig.handle(sig);
+                        (void) stop_requested(w); /* wakes the idle threads */
+                }
+        }
+        return NULL;
+}
+
+/* Blocks the signals in this thread (and so in every thread it starts), and starts the signal
+ * thread. */
+static int signals_start(struct worker *w0, sigset_t *old)
+{
+        struct worker_group *g = w0->g;
+
+        sigemptyset(&g->sigs);
+        sigaddset(&g->sigs, SIGTERM);
+        sigaddset(&g->sigs, SIGINT);
+        sigaddset(&g->sigs, SIGHUP);
+        (void) pthread_sigmask(SIG_BLOCK, &g->sigs, old);
+        int r = -pthread_create(&g->sig_thread, NULL, signal_main, w0);
+        if (r < 0) {
+                (void) pthread_sigmask(SIG_SETMASK, old, NULL);
+                return log_errno(r, "worker: cannot start the signal thread: %m");
+        }
+        return 0;
+}
+
+/* A signal that comes after this goes to main.c's handler: the flags stay right. */
+static void signals_stop(struct worker_group *g, const sigset_t *old)
+{
+        (void) pthread_cancel(g->sig_thread);
+        (void) pthread_join(g->sig_thread, NULL);
+        (void) pthread_sigmask(SIG_SETMASK, old, NULL);
+}
+
 int wsgi_worker_run(const struct wsgi_server *srv, const struct wsgi_py *py, struct wsgi_slot *slot)
 {
+        sigset_t old_mask;
         struct worker_group g = {.wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)};
         unsigned n = srv->s->threads, started = 1;
         struct worker *w;
@@ -1533,6 +1574,9 @@ int wsgi_worker_run(const struct wsgi_server *srv, const struct wsgi_py *py, str
                 log_errno(r, "worker: out of memory");
                 goto done;
         }
+        r = signals_start(&w[0], &old_mask);
+        if (r < 0)
+                goto done;
         if (slot)
                 atomic_store(&slot->ready, 1);
 
@@ -1556,6 +1600,7 @@ int wsgi_worker_run(const struct wsgi_server *srv, const struct wsgi_py *py, str
         wsgi_req_objects_done(&w[0].objs);
         for (size_t i = 0; i < VCACHE_SLOTS; i++)
                 Py_CLEAR(w[0].vcache[i]);
+        signals_stop(&g, &old_mask);
 done:
         for (unsigned i = 0; i < n; i++) {
                 free(w[i].buf);

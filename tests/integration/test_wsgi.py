@@ -879,16 +879,21 @@ def test_reload_under_load_loses_nothing(start_wsgi):
             except Exception as e:  # noqa: BLE001
                 failures.append(repr(e))
 
-    threads = [threading.Thread(target=load, args=(p,)) for p in PROTOS * 2]
+    # More clients than workers: a worker always finds a connection waiting.
+    threads = [threading.Thread(target=load, args=(p,)) for p in PROTOS * 3]
     for t in threads:
         t.start()
     time.sleep(0.3)
     (s.workdir / "version.txt").write_text("two")
     mark = s.notify.mark()
+    log_mark = s.daemon.log_size()
     s.signal(signal.SIGHUP)
     i, _ = s.notify.wait_for("RELOADING=1", 5, since=mark)
     s.notify.wait_for("READY=1", 10, since=i)
-    time.sleep(0.5)
+    # The old workers finish their request and leave while the load goes on.
+    for pid in old_pids:
+        s.daemon.wait_log(rf"old worker \(pid {pid}\) exited with status 0", 5, since=log_mark)
+    time.sleep(0.2)
     stop.set()
     for t in threads:
         t.join(10)
