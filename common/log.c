@@ -29,6 +29,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -442,7 +443,7 @@ static void format_time_local(time_t t, char buf[static ACCESS_TIME_MAX])
  * The time string for now. Each thread runs one event loop with its own
  * access log, so the cache is per thread and needs no lock.
  */
-static const char *access_time(void)
+const char *access_time_local(void)
 {
         static _Thread_local time_t cached_sec = -1;
         static _Thread_local char cached[ACCESS_TIME_MAX];
@@ -567,6 +568,26 @@ int access_log_flush(struct access_log *a)
         return r;
 }
 
+void access_log_put(struct access_log *a, const char *line, size_t len, int status,
+                    const char *peer)
+{
+        if (!a->buf || (a->fd < 0 && !a->journal))
+                return;
+        if (a->journal) {
+                (void) sd_journal_send("MESSAGE=%.*s", (int) min_size(len, INT_MAX), line,
+                                       "PRIORITY=%d", LOG_INFO, "SYSLOG_IDENTIFIER=%s", ident(),
+                                       "WHARF_STATUS=%d", status, "WHARF_REMOTE_ADDR=%s", peer,
+                                       NULL);
+                return;
+        }
+        len = min_size(len, ACCESS_LOG_BUF - 1);
+        if (len + 1 > ACCESS_LOG_BUF - a->len)
+                (void) access_log_flush(a); /* empties the buffer, also when the write fails */
+        memcpy(a->buf + a->len, line, len);
+        a->buf[a->len + len] = '\n';
+        a->len += len + 1;
+}
+
 static void access_log_send_journal(struct access_log *a, const struct access_record *r,
                                     const char *peer, const char *time_local)
 {
@@ -589,7 +610,7 @@ void access_log_write(struct access_log *a, const struct access_record *r)
                 return;
 
         peer = format_peer(r->peer, peer_buf);
-        time_local = access_time();
+        time_local = access_time_local();
         if (a->journal) {
                 access_log_send_journal(a, r, peer, time_local);
                 return;

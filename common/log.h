@@ -76,7 +76,15 @@ struct access_record {
 
 /* Formats one combined-format line (quotes and control bytes escaped). */
 void access_log_write(struct access_log *a, const struct access_record *r);
+/*
+ * Writes a line formatted elsewhere (without its newline); the journal gets
+ * status and peer as fields too.
+ */
+void access_log_put(struct access_log *a, const char *line, size_t len, int status,
+                    const char *peer);
 /* Writes what is buffered. Returns 0 or -errno. */
 int access_log_flush(struct access_log *a);
+/* Now as nginx's $time_local ("07/Dec/2026:10:00:00 +0000"), cached per thread for a second. */
+const char *access_time_local(void);
 
 #endif

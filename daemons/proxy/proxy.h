@@ -31,6 +31,7 @@
 #include "config.h"
 #include "listen.h"
 #include "loops.h"
+#include "proxy_logfmt.h"
 
 /* ---- configuration (proxy_config.c) ---- */
 
@@ -63,7 +64,7 @@ struct upstream {
 
 enum location_kind { LOC_UWSGI, LOC_HTTP, LOC_STATIC, LOC_RETURN, _LOC_KIND_MAX };
 
-/* The variables a `return` may use, with nginx's names and meanings. */
+/* The variables of `return` and log_format, with nginx's names and meanings. */
 enum proxy_var {
         PV_HOST,        /* $host: Host without the port, lowercase; else server_name */
         PV_HTTP_HOST,   /* $http_host: the Host header as sent */
@@ -74,6 +75,24 @@ enum proxy_var {
         PV_SERVER_NAME, /* $server_name: the server's first server_name */
         PV_SERVER_PORT, /* $server_port: the port the connection came in on */
         PV_REMOTE_ADDR, /* $remote_addr: the client's address */
+        _PV_RETURN_MAX, /* `return` knows those above; log_format all */
+        PV_REQUEST_METHOD = _PV_RETURN_MAX, /* $request_method */
+        PV_REQUEST,                         /* $request: the request line */
+        PV_SERVER_PROTOCOL,                 /* $server_protocol: HTTP/1.1 */
+        PV_REMOTE_PORT,                     /* $remote_port */
+        PV_REMOTE_USER,                     /* $remote_user: never set (no auth_basic) */
+        PV_STATUS,                          /* $status */
+        PV_BODY_BYTES_SENT,                 /* $body_bytes_sent */
+        PV_REQUEST_TIME,                    /* $request_time: seconds, with ms */
+        PV_UPSTREAM_ADDR,                   /* $upstream_addr */
+        PV_UPSTREAM_RESPONSE_TIME,          /* $upstream_response_time */
+        PV_TIME_LOCAL,                      /* $time_local: 07/Dec/2026:10:00:00 +0000 */
+        PV_TIME_ISO8601,                    /* $time_iso8601: 2026-12-07T10:00:00+00:00 */
+        PV_MSEC,                            /* $msec: seconds since the epoch, with ms */
+        PV_REQUEST_ID,                      /* $request_id: 32 random hex digits */
+        PV_CONNECTION_REQUESTS,             /* $connection_requests: this one included */
+        PV_PID,                             /* $pid */
+        PV_HTTP_HEADER,                     /* $http_NAME: the request header NAME */
         _PV_MAX,
 };
 
@@ -81,9 +100,12 @@ enum proxy_var {
  * The variable named at s, just after a '$' ($name or ${name}). Returns it
  * and sets *len to the bytes its name takes after the '$'; returns -1 for a
  * name that is no variable (*len > 0) or no name at all (*len 0: the '$' is
- * a plain character).
+ * a plain character). For PV_HTTP_HEADER the header's name follows "http_".
  */
 int proxy_var_parse(const char *s, size_t *len);
+
+/* Whether the variable is read from the request head (and so is gone with it). */
+bool proxy_var_in_head(int var);
 
 /* allow / deny: nginx's access module. The first rule that matches decides. */
 struct access_rule {
@@ -148,7 +170,8 @@ struct vserver {
         uint64_t keepalive_timeout;                                        /* ms */
         unsigned keepalive_requests;
         bool server_tokens;
-        char *access_log; /* off, journal, stderr, file:/path */
+        char *access_log;              /* off, journal, stderr, file:/path */
+        struct log_format *log_format; /* NULL: the combined format, and upstream and times */
         struct gzip_conf gzip;
         struct error_page *error_pages;
         size_t n_error_pages;

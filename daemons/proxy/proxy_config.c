@@ -42,6 +42,9 @@ struct server_settings {
         unsigned keepalive_requests;
         bool server_tokens;
         const char *access_log;
+        char *log_format; /* its pieces joined, each checked where its line is */
+        size_t log_format_slots;
+        const char *log_escape;
         const char *error_log;
         const char *log_level;
         unsigned max_connections;
@@ -81,6 +84,7 @@ static const struct config_key server_keys[] = {
     S(keepalive_requests, CONFIG_UINT),
     S(server_tokens, CONFIG_BOOL),
     S(access_log, CONFIG_STRING),
+    S(log_escape, CONFIG_STRING),
     S(error_log, CONFIG_STRING),
     S(log_level, CONFIG_STRING),
     S(max_connections, CONFIG_UINT),
@@ -301,6 +305,7 @@ static void server_defaults(struct server_settings *s)
             .keepalive_requests = 1000,
             .server_tokens = true,
             .access_log = "off",
+            .log_escape = "default",
             .max_connections = 4096,
             .workers = cpus > 0 ? (unsigned) cpus : 1,
             .max_header_size = 16 * 1024,
@@ -390,6 +395,62 @@ static void gzip_value_check(struct builder *b, const struct config_entry *e)
         free(types);
         if (why)
                 config_diag_add(b->diag, true, b->f->path, e->line, e->key, "'%s' %s", v, why);
+}
+
+static void log_format_drop(struct log_format **f)
+{
+        log_format_free(*f);
+        free(*f);
+        *f = NULL;
+}
+
+/*
+ * log_format = TEXT with $variables, repeatable: the pieces are joined as
+ * written, as nginx joins the strings of its log_format, so that a long
+ * format spans lines (inih takes at most 199 bytes a line). A piece in
+ * single quotes keeps the spaces at its ends. Each is checked where its
+ * line is.
+ */
+static int log_format_add(struct builder *b, const struct config_entry *e, char **text,
+                          size_t *slots)
+{
+        struct log_format f = {0};
+        const char *v = e->value, *bad = NULL;
+        size_t len = strlen(v), bad_len = 0;
+
+        if (len >= 2 && v[0] == '\'' && v[len - 1] == '\'') {
+                v++;
+                len -= 2;
+        }
+        _cleanup_free_ char *piece = strndup(v, len);
+        if (!piece)
+                return -ENOMEM;
+        int r = log_format_compile(piece, &f, &bad, &bad_len);
+        if (r == -ENOMEM)
+                return r;
+        if (r == 0 && *slots + f.n_slots > LOG_FORMAT_SLOTS)
+                r = -E2BIG;
+        if (r == 0)
+                *slots += f.n_slots;
+        log_format_free(&f);
+        if (r == -E2BIG) {
+                config_diag_add(b->diag, true, b->f->path, e->line, e->key,
+                                "more than %d variables of the request head", LOG_FORMAT_SLOTS);
+                return 0;
+        }
+        if (r < 0) {
+                config_diag_add(b->diag, true, b->f->path, e->line, e->key,
+                                "unknown variable %.*s (docs/wharf-proxy.md lists them)",
+                                (int) bad_len, bad);
+                return 0;
+        }
+        size_t have = *text ? strlen(*text) : 0;
+        char *joined = realloc(*text, have + len + 1);
+        if (!joined)
+                return -ENOMEM;
+        memcpy(joined + have, piece, len + 1);
+        *text = joined;
+        return 0;
 }
 
 /*
@@ -874,6 +935,13 @@ static int collect(struct builder *b)
                                 return r;
                         continue;
                 }
+                if (kind == SEC_SERVER && streq(e->key, "log_format")) {
+                        struct server_settings *ss = target;
+                        r = log_format_add(b, e, &ss->log_format, &ss->log_format_slots);
+                        if (r < 0)
+                                return r;
+                        continue;
+                }
                 if (kind == SEC_SERVER && streq(e->key, "set_real_ip_from")) {
                         struct server_settings *ss = target;
                         r = access_rule_add(b, e, &ss->real_ip_from, &ss->n_real_ip_from);
@@ -916,6 +984,11 @@ static int collect(struct builder *b)
                         ((struct location_settings *) target)->has_gzip = true;
                 if (kind == SEC_SERVER && strncmp(e->key, "gzip_", 5) == 0)
                         gzip_value_check(b, e);
+                enum log_escape esc;
+                if (kind == SEC_SERVER && streq(e->key, "log_escape") &&
+                    log_escape_parse(e->value, &esc) < 0)
+                        config_diag_add(b->diag, true, f->path, e->line, e->key,
+                                        "'%s' is not default, json or none", e->value);
         }
         return 0;
 }
@@ -985,6 +1058,22 @@ int proxy_var_parse(const char *s, size_t *len)
             [PV_SERVER_NAME] = "server_name",
             [PV_SERVER_PORT] = "server_port",
             [PV_REMOTE_ADDR] = "remote_addr",
+            [PV_REQUEST_METHOD] = "request_method",
+            [PV_REQUEST] = "request",
+            [PV_SERVER_PROTOCOL] = "server_protocol",
+            [PV_REMOTE_PORT] = "remote_port",
+            [PV_REMOTE_USER] = "remote_user",
+            [PV_STATUS] = "status",
+            [PV_BODY_BYTES_SENT] = "body_bytes_sent",
+            [PV_REQUEST_TIME] = "request_time",
+            [PV_UPSTREAM_ADDR] = "upstream_addr",
+            [PV_UPSTREAM_RESPONSE_TIME] = "upstream_response_time",
+            [PV_TIME_LOCAL] = "time_local",
+            [PV_TIME_ISO8601] = "time_iso8601",
+            [PV_MSEC] = "msec",
+            [PV_REQUEST_ID] = "request_id",
+            [PV_CONNECTION_REQUESTS] = "connection_requests",
+            [PV_PID] = "pid",
         };
         bool braced = *s == '{';
         const char *name = s + braced;
@@ -1000,9 +1089,27 @@ int proxy_var_parse(const char *s, size_t *len)
         if (n == 12 && !strncmp(name, "query_string", 12))
                 return PV_ARGS;
         for (size_t i = 0; i < ARRAY_SIZE(names); i++)
-                if (strlen(names[i]) == n && !strncmp(name, names[i], n))
+                if (names[i] && strlen(names[i]) == n && !strncmp(name, names[i], n))
                         return (int) i;
+        if (n > 5 && !strncmp(name, "http_", 5))
+                return PV_HTTP_HEADER;
         return -1;
+}
+
+bool proxy_var_in_head(int var)
+{
+        switch (var) {
+        case PV_HOST:
+        case PV_HTTP_HOST:
+        case PV_REQUEST_URI:
+        case PV_URI:
+        case PV_ARGS:
+        case PV_REQUEST_METHOD:
+        case PV_HTTP_HEADER:
+                return true;
+        default:
+                return false;
+        }
 }
 
 /* "301 https://example.com/" or "404" or "200 text", with $variables. */
@@ -1019,7 +1126,8 @@ static int return_parse(const char *v, struct location *l, const char **ret_unkn
                 return -EINVAL; /* a redirect needs a target */
         for (const char *p = strchr(end, '$'); p; p = strchr(p, '$')) {
                 size_t n;
-                if (proxy_var_parse(++p, &n) < 0 && n > 0) {
+                int var = proxy_var_parse(++p, &n);
+                if ((var < 0 || var >= _PV_RETURN_MAX) && n > 0) {
                         *ret_unknown = p - 1;
                         return -ENOENT;
                 }
@@ -1230,6 +1338,15 @@ static int build_servers(struct builder *b)
                 vs->access_log = strdup(s->access_log);
                 if (!vs->access_log)
                         return -ENOMEM;
+                if (s->log_format) {
+                        const char *bad;
+                        size_t bad_len;
+                        vs->log_format = calloc(1, sizeof(*vs->log_format));
+                        if (!vs->log_format ||
+                            log_format_compile(s->log_format, vs->log_format, &bad, &bad_len) < 0)
+                                return -ENOMEM; /* each piece compiled alone already */
+                        (void) log_escape_parse(s->log_escape, &vs->log_format->escape);
+                }
                 snprintf(origin, sizeof(origin), "[server] %zu", i + 1);
                 if (!streq(s->access_log, "off") && !streq(s->access_log, "journal") &&
                     !streq(s->access_log, "stderr") && strncmp(s->access_log, "file:", 5) != 0)
@@ -1335,6 +1452,7 @@ static void builder_done(struct builder *b)
                                  b->server_settings[i].n_error_pages);
                 free(b->server_settings[i].rules);
                 free(b->server_settings[i].real_ip_from);
+                free(b->server_settings[i].log_format);
         }
         config_strv_done(&b->global.listen);
         config_strv_done(&b->global.server_name);
@@ -1466,6 +1584,7 @@ struct proxy_config *proxy_config_free(struct proxy_config *c)
                         free((char *) vs->names.v[j]);
                 config_strv_done(&vs->names);
                 free(vs->access_log);
+                log_format_drop(&vs->log_format);
                 free(vs->gzip.types);
                 error_pages_free(vs->error_pages, vs->n_error_pages);
                 free(vs->real_ip_from);

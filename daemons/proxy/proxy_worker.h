@@ -174,6 +174,8 @@ struct conn {
         char referer[LOG_FIELD_MAX], agent[LOG_FIELD_MAX];
         size_t referer_len, agent_len;
         bool has_referer, has_agent;
+        struct log_values *lf;  /* log_format: the values of its head variables */
+        uint64_t request_id[2]; /* with a log_format that uses $request_id */
 
         /* The exchange with an upstream. */
         struct upconn *up;

@@ -547,6 +547,115 @@ static void test_return_variables(void)
         proxy_config_free(c);
 }
 
+static void test_log_format_compile(void)
+{
+        struct log_format f;
+        const char *bad = NULL;
+        size_t bad_len = 0;
+
+        int r = log_format_compile("$remote_addr [$time_local] \"${request}\" $$ $http_X_Forwarded_"
+                                   "For$uri$",
+                                   &f, &bad, &bad_len);
+        ok(r == 0 && f.n == 9, "compiled: %d, %zu pieces", r, f.n);
+        if (r == 0 && f.n == 9) {
+                ok(f.pieces[0].var == PV_REMOTE_ADDR && f.pieces[0].slot == -1,
+                   "$remote_addr is read when the line is written");
+                ok(f.pieces[1].var == -1 && f.pieces[1].len == 2 &&
+                       !memcmp(f.pieces[1].text, " [", 2),
+                   "text between variables");
+                ok(f.pieces[4].var == PV_REQUEST, "${request} in braces");
+                ok(f.pieces[5].var == -1 && f.pieces[5].len == 5 &&
+                       !memcmp(f.pieces[5].text, "\" $$ ", 5),
+                   "a '$' that starts no name is text");
+                ok(f.pieces[6].var == PV_HTTP_HEADER &&
+                       streq(f.pieces[6].text, "x-forwarded-for") && f.pieces[6].slot == 0,
+                   "$http_NAME: the header, lowercase with dashes, kept from the head");
+                ok(f.pieces[7].var == PV_URI && f.pieces[7].slot == 1, "$uri is kept too");
+                ok(f.pieces[8].var == -1 && f.pieces[8].len == 1, "a trailing '$' is text");
+                ok(f.n_slots == 2 && !f.request_id, "two head variables, no $request_id");
+        }
+        log_format_free(&f);
+
+        r = log_format_compile("a $request_id b $hostname", &f, &bad, &bad_len);
+        ok(r == -ENOENT && bad_len == 9 && !strncmp(bad, "$hostname", 9), "unknown: %.*s",
+           (int) bad_len, bad);
+        r = log_format_compile("$http_", &f, &bad, &bad_len);
+        ok(r == -ENOENT, "$http_ without a name");
+
+        char many[LOG_FORMAT_SLOTS * 5 + 8] = "";
+        for (int i = 0; i <= LOG_FORMAT_SLOTS; i++)
+                strcat(many, "$uri ");
+        r = log_format_compile(many, &f, &bad, &bad_len);
+        ok(r == -E2BIG, "more than %d head variables", LOG_FORMAT_SLOTS);
+        r = log_format_compile("", &f, &bad, &bad_len);
+        ok(r == 0 && f.n == 0, "an empty format");
+        log_format_free(&f);
+}
+
+static void test_log_escapes(void)
+{
+        struct {
+                enum log_escape esc;
+                const char *in, *out;
+                size_t cap;
+        } cases[] = {
+            {LOG_ESCAPE_DEFAULT, "a\"b\\c\td\x7f\xe9", "a\\x22b\\x5Cc\\x09d\\x7F\\xE9", 64},
+            {LOG_ESCAPE_JSON, "a\"b\\c\td\n\r\b\f\x01\x7f\xe9",
+             "a\\\"b\\\\c\\td\\n\\r\\b\\f\\u0001\x7f\xe9", 64},
+            {LOG_ESCAPE_NONE, "a\"b\\", "a\"b\\", 64},
+            {LOG_ESCAPE_DEFAULT, "ab\"", "ab", 5}, /* never half an escape */
+            {LOG_ESCAPE_JSON, "ab\x01", "ab", 7},  /* \u0001 needs 6 */
+            {LOG_ESCAPE_NONE, "abcdef", "abc", 3}, /* cut */
+            {LOG_ESCAPE_DEFAULT, "", "", 0},
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+                char out[64];
+                size_t len = 0;
+                log_escape_append(cases[i].esc, cases[i].in, strlen(cases[i].in), out, &len,
+                                  cases[i].cap);
+                ok(len == strlen(cases[i].out) && !memcmp(out, cases[i].out, len),
+                   "escape %d of case %zu: '%.*s'", cases[i].esc, i, (int) len, out);
+        }
+        enum log_escape e;
+        ok(log_escape_parse("json", &e) == 0 && e == LOG_ESCAPE_JSON &&
+               log_escape_parse("none", &e) == 0 && e == LOG_ESCAPE_NONE &&
+               log_escape_parse("JSON", &e) == -EINVAL,
+           "escape names");
+}
+
+static void test_log_format_config(void)
+{
+        struct proxy_config *c = load("[server]\nlog_format = '$remote_addr '\n"
+                                      "log_format = \"$request\"\nlog_escape = json\n"
+                                      "[location /]\nreturn = 204\n");
+        ok(c && c->servers[0].log_format, "log_format lines load");
+        if (c && c->servers[0].log_format) {
+                const struct log_format *f = c->servers[0].log_format;
+                ok(f->n == 4 && f->pieces[1].var == -1 && f->pieces[1].len == 2 &&
+                       !memcmp(f->pieces[1].text, " \"", 2),
+                   "joined in order; the quoted piece keeps its space");
+                ok(f->escape == LOG_ESCAPE_JSON, "with its escape");
+        }
+        proxy_config_free(c);
+        c = load("[server]\n[location /]\nreturn = 204\n");
+        ok(c && !c->servers[0].log_format, "no log_format: the built-in line");
+        proxy_config_free(c);
+        c = load("[server]\nlog_format = $remote_addr\nlog_format = $bogus x\n"
+                 "log_escape = yaml\n[location /]\nreturn = 200 $status\n");
+        ok(!c && diag_has(":3", "unknown variable $bogus") &&
+               diag_has(":4", "'yaml' is not default, json or none") &&
+               diag_has(":6", "unknown variable $status"),
+           "refused with their lines; `return` does not take the log's variables");
+        proxy_config_free(c);
+        char text[4096] = "[server]\n";
+        for (int i = 0; i < 3; i++)
+                strcat(text, "log_format = $uri $uri $uri $uri $uri $uri $uri $uri $uri $uri $uri "
+                             "$uri\n");
+        c = load(text);
+        ok(!c && diag_has(":4", "more than 32 variables"), "too many head variables, at the line");
+        proxy_config_free(c);
+}
+
 static void test_no_locations_warns(void)
 {
         struct proxy_config *c = load("[server]\nserver_name = a\n");
@@ -570,6 +679,9 @@ int main(void)
         subtest("no locations", test_no_locations_warns);
         subtest("response buffers", test_buffers);
         subtest("return variables", test_return_variables);
+        subtest("log_format", test_log_format_compile);
+        subtest("log escapes", test_log_escapes);
+        subtest("log_format in the config", test_log_format_config);
         config_diag_done(&diag);
         return done_testing();
 }
