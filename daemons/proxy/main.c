@@ -256,6 +256,7 @@ static void reload(const struct cmdline *cl, struct server *srv, struct notify *
                                     "reload");
                 cfg->max_connections = old->max_connections;
                 cfg->workers = old->workers;
+                proxy_config_adopt(cfg, old);
                 retired->cfg[retired->n++] = old;
                 apply_logging(cfg);
                 atomic_store(&srv->cfg, cfg);

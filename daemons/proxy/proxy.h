@@ -31,6 +31,7 @@
 #include "config.h"
 #include "listen.h"
 #include "loops.h"
+#include "proxy_limit.h"
 #include "proxy_logfmt.h"
 
 /* ---- configuration (proxy_config.c) ---- */
@@ -139,6 +140,9 @@ struct location {
         bool gzip; /* compress responses (the server's gzip, or the location's own) */
         struct access_rule *rules; /* the location's allow/deny, else the server's */
         size_t n_rules;
+        struct limit_req limits[LIMIT_RULES_MAX]; /* the location's limit_req, else the server's */
+        size_t n_limits;
+        int limit_status; /* limit_req_status: for a refused request */
 };
 
 /* error_page: the body wharf-proxy sends, instead of its own, with this status. */
@@ -203,6 +207,8 @@ struct proxy_config {
         size_t n_servers;
         struct upstream *upstreams;
         size_t n_upstreams;
+        struct limit_zone *zones; /* limit_req_zone */
+        size_t n_zones;
         /* Process-wide, from the first [server]. */
         struct config_strv listen;
         unsigned workers;
@@ -226,6 +232,12 @@ int proxy_config_load(const char *path, const char *const *keys, const char *con
 int proxy_config_from_text(const char *name, const char *text, size_t len, struct config_diag *diag,
                            struct proxy_config **ret);
 struct proxy_config *proxy_config_free(struct proxy_config *c);
+/*
+ * At a reload: the new configuration c takes over what old has learnt that
+ * it still needs: the tables of the limit_req zones whose name and size
+ * stay (their rate may change).
+ */
+void proxy_config_adopt(struct proxy_config *c, const struct proxy_config *old);
 
 /* How much of a Host value is the name: without the port ("[v6]" keeps its brackets). */
 size_t proxy_host_name_len(const char *host, size_t len);

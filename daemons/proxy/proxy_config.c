@@ -67,6 +67,9 @@ struct server_settings {
         size_t n_real_ip_from;
         const char *real_ip_header;
         bool real_ip_recursive;
+        const struct config_entry *limit_req[LIMIT_RULES_MAX]; /* resolved when built */
+        size_t n_limit_req;
+        unsigned limit_req_status;
 };
 
 #define S(name, type)                                                                              \
@@ -101,6 +104,7 @@ static const struct config_key server_keys[] = {
     S(gzip_http_version, CONFIG_STRING),
     S(real_ip_header, CONFIG_STRING),
     S(real_ip_recursive, CONFIG_BOOL),
+    S(limit_req_status, CONFIG_UINT),
     {},
 };
 #undef S
@@ -151,6 +155,10 @@ struct location_settings {
         bool has_gzip;
         struct access_rule *rules; /* allow, deny: in the order written */
         size_t n_rules;
+        const struct config_entry *limit_req[LIMIT_RULES_MAX];
+        size_t n_limit_req;
+        unsigned limit_req_status;
+        bool has_limit_req_status;
 };
 
 #define L(name, key, type)                                                                         \
@@ -165,6 +173,7 @@ static const struct config_key location_keys[] = {
     L(client_max_body_size, "client_max_body_size", CONFIG_SIZE),
     L(add_header, "add_header", CONFIG_STRV),
     L(gzip, "gzip", CONFIG_BOOL),
+    L(limit_req_status, "limit_req_status", CONFIG_UINT),
     {},
 };
 #undef L
@@ -317,6 +326,7 @@ static void server_defaults(struct server_settings *s)
             .gzip_proxied = "off",
             .gzip_http_version = "1.1",
             .real_ip_header = "X-Real-IP",
+            .limit_req_status = 503,
         };
 }
 
@@ -813,6 +823,127 @@ static int access_rule_add(struct builder *b, const struct config_entry *e,
         return 0;
 }
 
+/* "10m" of zone=NAME:10m, "1r/s" or "30r/m" of rate=. */
+static int limit_rate_parse(const char *v, uint64_t *ret)
+{
+        char *end;
+        errno = 0;
+        unsigned long long n = strtoull(v, &end, 10);
+
+        if (end == v || errno || n == 0 || n > 1000000 || end[0] != 'r' || end[1] != '/' ||
+            (end[2] != 's' && end[2] != 'm') || end[3])
+                return -EINVAL;
+        *ret = end[2] == 's' ? n * 1000 : n * 1000 / 60;
+        return *ret ? 0 : -EINVAL;
+}
+
+/*
+ * limit_req_zone = $binary_remote_addr zone=NAME:SIZE rate=RATE, nginx's
+ * line as it is. The key is the client's address ($remote_addr is taken as
+ * the same); it is the one set_real_ip_from trusts, when there is one.
+ */
+static int limit_zone_add(struct builder *b, const struct config_entry *e)
+{
+        struct proxy_config *c = b->c;
+        struct limit_zone z = {0};
+        _cleanup_free_ char *copy = strdup(e->value);
+        const char *why = NULL;
+        bool has_key = false;
+        char *save = NULL;
+
+        if (!copy)
+                return -ENOMEM;
+        for (char *t = strtok_r(copy, " \t", &save); t && !why; t = strtok_r(NULL, " \t", &save)) {
+                char *colon;
+                if (streq(t, "$binary_remote_addr") || streq(t, "$remote_addr"))
+                        has_key = true;
+                else if (t[0] == '$')
+                        why = "keys other than $binary_remote_addr are not implemented";
+                else if (!strncmp(t, "zone=", 5) && (colon = strchr(t + 5, ':')) && colon > t + 5) {
+                        *colon = '\0';
+                        free(z.name);
+                        z.name = strdup(t + 5);
+                        if (!z.name)
+                                return -ENOMEM;
+                        if (config_parse_size(colon + 1, &z.size) < 0 ||
+                            z.size < 16 * LIMIT_ENTRY_BYTES)
+                                why = "has a zone size that is not a size of at least 1k";
+                } else if (!strncmp(t, "rate=", 5)) {
+                        if (limit_rate_parse(t + 5, &z.rate) < 0)
+                                why = "has a rate that is not Nr/s or Nr/m (1 to 1000000)";
+                } else {
+                        why = "is not '$binary_remote_addr zone=NAME:SIZE rate=RATE'";
+                }
+        }
+        if (!why && (!has_key || !z.name || !z.rate))
+                why = "is not '$binary_remote_addr zone=NAME:SIZE rate=RATE'";
+        for (size_t i = 0; !why && i < c->n_zones; i++)
+                if (streq(c->zones[i].name, z.name))
+                        why = "names a zone that is already defined";
+        if (why) {
+                config_diag_add(b->diag, true, b->f->path, e->line, e->key, "'%s' %s", e->value,
+                                why);
+                free(z.name);
+                return 0;
+        }
+        size_t n = c->n_zones;
+        struct limit_zone *p = grow(c->zones, &n, sizeof(*c->zones));
+        if (!p || limit_table_new(z.size, &z.table) < 0) {
+                if (p)
+                        c->zones = p;
+                free(z.name);
+                return -ENOMEM;
+        }
+        c->zones = p;
+        c->zones[c->n_zones++] = z;
+        return 0;
+}
+
+/*
+ * limit_req = zone=NAME [burst=N] [nodelay | delay=N], nginx's line, into
+ * *r. The zone may be defined anywhere in the file. False when refused.
+ */
+static bool limit_req_build(struct builder *b, const struct config_entry *e, struct limit_req *r)
+{
+        _cleanup_free_ char *copy = strdup(e->value);
+        const struct proxy_config *c = b->c;
+        const char *why = NULL, *zone = NULL;
+        char *save = NULL;
+        unsigned n;
+
+        *r = (struct limit_req){0};
+        if (!copy)
+                why = "cannot be read: out of memory";
+        for (char *t = copy ? strtok_r(copy, " \t", &save) : NULL; t && !why;
+             t = strtok_r(NULL, " \t", &save)) {
+                if (!strncmp(t, "zone=", 5) && t[5])
+                        zone = t + 5;
+                else if (!strncmp(t, "burst=", 6) && config_parse_uint(t + 6, &n) == 0 &&
+                         n <= 1000000)
+                        r->burst = (uint64_t) n * 1000;
+                else if (!strncmp(t, "delay=", 6) && config_parse_uint(t + 6, &n) == 0 &&
+                         n <= 1000000)
+                        r->delay = (uint64_t) n * 1000;
+                else if (streq(t, "nodelay"))
+                        r->delay = UINT64_MAX;
+                else
+                        why = "is not 'zone=NAME [burst=N] [nodelay | delay=N]'";
+        }
+        if (!why && !zone)
+                why = "names no zone=";
+        for (size_t i = 0; !why && i < c->n_zones; i++)
+                if (streq(c->zones[i].name, zone))
+                        r->zone = &c->zones[i];
+        if (!why && !r->zone)
+                why = "names a zone no limit_req_zone defines";
+        if (why) {
+                config_diag_add(b->diag, true, b->f->path, e->line, e->key, "'%s' %s", e->value,
+                                why);
+                return false;
+        }
+        return true;
+}
+
 /* Pass one: sort every entry into the section struct it belongs to. */
 static int collect(struct builder *b)
 {
@@ -949,6 +1080,25 @@ static int collect(struct builder *b)
                                 return r;
                         continue;
                 }
+                if (kind == SEC_SERVER && streq(e->key, "limit_req_zone")) {
+                        r = limit_zone_add(b, e);
+                        if (r < 0)
+                                return r;
+                        continue;
+                }
+                if ((kind == SEC_SERVER || kind == SEC_LOCATION) && streq(e->key, "limit_req")) {
+                        struct server_settings *ss = target;
+                        struct location_settings *ls = target;
+                        const struct config_entry **v =
+                            kind == SEC_SERVER ? ss->limit_req : ls->limit_req;
+                        size_t *count = kind == SEC_SERVER ? &ss->n_limit_req : &ls->n_limit_req;
+                        if (*count == LIMIT_RULES_MAX)
+                                config_diag_add(b->diag, true, f->path, e->line, e->key,
+                                                "more than %d in one section", LIMIT_RULES_MAX);
+                        else
+                                v[(*count)++] = e;
+                        continue;
+                }
                 if ((kind == SEC_SERVER || kind == SEC_LOCATION) &&
                     (streq(e->key, "allow") || streq(e->key, "deny"))) {
                         if (kind == SEC_SERVER) {
@@ -982,6 +1132,14 @@ static int collect(struct builder *b)
                         ((struct location_settings *) target)->has_body_size = true;
                 if (kind == SEC_LOCATION && streq(e->key, "gzip"))
                         ((struct location_settings *) target)->has_gzip = true;
+                if (streq(e->key, "limit_req_status")) {
+                        unsigned st;
+                        if (config_parse_uint(e->value, &st) == 0 && (st < 400 || st > 599))
+                                config_diag_add(b->diag, true, f->path, e->line, e->key,
+                                                "'%s' is not a status from 400 to 599", e->value);
+                        if (kind == SEC_LOCATION)
+                                ((struct location_settings *) target)->has_limit_req_status = true;
+                }
                 if (kind == SEC_SERVER && strncmp(e->key, "gzip_", 5) == 0)
                         gzip_value_check(b, e);
                 enum log_escape esc;
@@ -1211,6 +1369,15 @@ static int build_location(struct builder *b, size_t i, struct location *l)
                         memcpy(l->rules, rules, n * sizeof(*l->rules));
                         l->n_rules = n;
                 }
+                /* limit_req likewise: the location's own lines, else its server's. */
+                const struct config_entry *const *lim =
+                    s->n_limit_req ? s->limit_req : ss->limit_req;
+                size_t n_lim = s->n_limit_req ? s->n_limit_req : ss->n_limit_req;
+                for (size_t j = 0; j < n_lim; j++)
+                        if (limit_req_build(b, lim[j], &l->limits[l->n_limits]))
+                                l->n_limits++;
+                l->limit_status =
+                    (int) (s->has_limit_req_status ? s->limit_req_status : ss->limit_req_status);
         }
 
         if (n_actions != 1) {
@@ -1566,6 +1733,19 @@ int proxy_config_from_text(const char *name, const char *text, size_t len, struc
         return build(file, NULL, NULL, 0, diag, ret);
 }
 
+void proxy_config_adopt(struct proxy_config *c, const struct proxy_config *old)
+{
+        for (size_t i = 0; i < c->n_zones; i++)
+                for (size_t j = 0; j < old->n_zones; j++) {
+                        struct limit_zone *z = &c->zones[i];
+                        const struct limit_zone *o = &old->zones[j];
+                        if (!streq(z->name, o->name) || z->size != o->size)
+                                continue;
+                        limit_table_unref(z->table);
+                        z->table = limit_table_ref(o->table);
+                }
+}
+
 struct proxy_config *proxy_config_free(struct proxy_config *c)
 {
         if (!c)
@@ -1596,6 +1776,11 @@ struct proxy_config *proxy_config_free(struct proxy_config *c)
                 free(c->upstreams[i].servers);
         }
         free(c->upstreams);
+        for (size_t i = 0; i < c->n_zones; i++) {
+                free(c->zones[i].name);
+                limit_table_unref(c->zones[i].table);
+        }
+        free(c->zones);
         config_strv_done(&c->listen);
         free(c->error_log);
         config_file_free(c->file);

@@ -38,6 +38,7 @@ static void on_recv(struct ring_op *op, int res, unsigned flags);
 static void on_send(struct ring_op *op, int res, unsigned flags);
 static void on_handoff(struct ring_op *op, int res, unsigned flags);
 static void on_writable(struct ring_op *op, int res, unsigned flags);
+static void on_delay_done(struct ring_op *op, int res, unsigned flags);
 
 struct io_uring_sqe *conn_sqe(struct conn *c, struct ring_op *op)
 {
@@ -68,6 +69,7 @@ struct conn *conn_new(struct worker *w, int fd, unsigned local_port)
         c->op_send.handler = on_send;
         c->op_sp_out.handler = on_writable;
         c->op_handoff.handler = on_handoff;
+        c->op_delay.handler = on_delay_done;
         c->peer_len = sizeof(c->peer);
         if (getpeername(fd, (struct sockaddr *) &c->peer, &c->peer_len) < 0)
                 c->peer_len = 0;
@@ -191,6 +193,7 @@ static void conn_output_drained(struct conn *c)
                 c->deadline = c->w->now + (c->vs ? c->vs->client_body_timeout : 60000);
                 break;
         case PH_HANDOFF:
+        case PH_DELAYED:
         case PH_CLOSING:
         case _PH_MAX:
                 break;
@@ -252,6 +255,7 @@ static bool conn_wants_input(const struct conn *c)
         case PH_BODY:
         case PH_UPSTREAM:
         case PH_LOCAL:
+        case PH_DELAYED: /* pipelined requests wait in the buffer */
                 return true;
         case PH_HANDOFF:
         case PH_CLOSING:
@@ -377,6 +381,7 @@ static void on_recv(struct ring_op *op, int res, unsigned flags)
                 if (c->peer_closed && c->out.bytes == 0)
                         conn_close(c);
                 break;
+        case PH_DELAYED: /* its time comes in on_delay_done() */
         case PH_CLOSING:
         case _PH_MAX:
                 break;
@@ -456,6 +461,11 @@ void conn_close(struct conn *c)
                 if (sqe)
                         io_uring_prep_cancel(sqe, &c->op_sp_out, 0);
         }
+        if (c->delay_armed) {
+                struct io_uring_sqe *sqe = ring_sqe(&c->w->ring, NULL);
+                if (sqe)
+                        io_uring_prep_timeout_remove(sqe, (uint64_t) (uintptr_t) &c->op_delay, 0);
+        }
         conn_maybe_free(c);
 }
 
@@ -521,6 +531,7 @@ static void request_reset(struct conn *c)
         c->has_referer = c->has_agent = false;
         free(c->lf);
         c->lf = NULL;
+        c->limit_passed = false;
         c->tries = 0;
         c->tried = 0;
         c->fresh_only = false;
@@ -1167,6 +1178,88 @@ static void conn_expect_continue(struct conn *c, const struct http_request *req)
         conn_send_pump(c);
 }
 
+/* ---- limit_req ---- */
+
+static void conn_route(struct conn *c, const struct http_request *req, size_t head_len);
+
+static void conn_delay(struct conn *c, uint64_t ms)
+{
+        struct io_uring_sqe *sqe = conn_sqe(c, &c->op_delay);
+
+        if (!sqe) {
+                conn_close(c);
+                return;
+        }
+        c->delay_ts = (struct __kernel_timespec){.tv_sec = (long long) (ms / 1000),
+                                                 .tv_nsec = (long long) (ms % 1000) * 1000000};
+        io_uring_prep_timeout(sqe, &c->delay_ts, 0, 0);
+        c->delay_armed = true;
+        c->phase = PH_DELAYED;
+        c->deadline = 0;
+}
+
+/* The delay is over: the request, still at the front of the input, is routed again. */
+static void on_delay_done(struct ring_op *op, int res, unsigned flags)
+{
+        struct conn *c = container_of(op, struct conn, op_delay);
+        struct http_request req;
+
+        (void) res;
+        (void) flags;
+        c->inflight--;
+        c->delay_armed = false;
+        if (c->phase == PH_CLOSING) {
+                conn_maybe_free(c);
+                return;
+        }
+        ssize_t r =
+            http_parse_request(c->in + c->in_start, c->in_len, c->cfg->max_header_size, &req);
+        if (r <= 0) { /* it parsed before: cannot happen */
+                conn_close(c);
+                return;
+        }
+        c->phase = PH_HEAD;
+        c->limit_passed = true;
+        conn_route(c, &req, (size_t) r);
+        if (c->phase != PH_CLOSING)
+                conn_recv_pump(c);
+}
+
+/*
+ * limit_req for the request on c. True when it goes on now; otherwise it
+ * was refused (answered with limit_req_status) or waits in PH_DELAYED.
+ * nginx logs the same two lines.
+ */
+static bool conn_limit(struct conn *c, const struct http_request *req, size_t head_len)
+{
+        char addr[INET6_ADDRSTRLEN + 8], port[16];
+        uint8_t key[LIMIT_KEY];
+        socklen_t len;
+        const struct sockaddr_storage *client = conn_client(c, &len);
+
+        if (!limit_key(client, len, key))
+                return true;
+        struct limit_outcome o = limit_check(c->loc->limits, c->loc->n_limits, key, c->w->now);
+        if (o.verdict == LIMIT_PASS)
+                return true;
+        addr_text(client, len, addr, sizeof(addr), port, sizeof(port));
+        if (o.verdict == LIMIT_REFUSE) {
+                log_warning("limiting requests, excess: %" PRIu64 ".%03u by zone \"%s\", client: "
+                            "%s, request: \"%.*s\"",
+                            o.excess / 1000, (unsigned) (o.excess % 1000), o.zone->name, addr,
+                            (int) c->logline_len, c->logline);
+                conn_consume(c, head_len);
+                skip_body(c, req);
+                conn_local_error(c, c->loc->limit_status);
+                return false;
+        }
+        log_info("delaying request for %" PRIu64 " ms, excess: %" PRIu64 ".%03u by zone \"%s\", "
+                 "client: %s",
+                 o.delay_ms, o.excess / 1000, (unsigned) (o.excess % 1000), o.zone->name, addr);
+        conn_delay(c, o.delay_ms);
+        return false;
+}
+
 static void conn_route(struct conn *c, const struct http_request *req, size_t head_len)
 {
         struct worker *w = c->w;
@@ -1182,7 +1275,7 @@ static void conn_route(struct conn *c, const struct http_request *req, size_t he
         plen = req->path.len == 1 && req->path.ptr[0] == '*'
                    ? -EBADMSG
                    : http_path_normalize(req->path.ptr, req->path.len, path, sizeof(path), 0);
-        if (c->vs->log_format) {
+        if (c->vs->log_format && !c->limit_passed) {
                 struct var_ctx x = {req, plen < 0 ? NULL : path, plen < 0 ? 0 : (size_t) plen};
                 log_values_keep(c, &x);
         }
@@ -1198,6 +1291,9 @@ static void conn_route(struct conn *c, const struct http_request *req, size_t he
                 conn_local_error(c, 404);
                 return;
         }
+        /* nginx's order: limit_req (preaccess), then allow/deny (access). */
+        if (c->loc->n_limits && !c->limit_passed && !conn_limit(c, req, head_len))
+                return;
         socklen_t client_len;
         const struct sockaddr_storage *client = conn_client(c, &client_len);
         if (c->loc->n_rules &&

@@ -64,6 +64,7 @@ enum phase {
         PH_LOCAL,    /* a response made here is being sent */
         PH_UPSTREAM, /* an exchange with an upstream is in progress */
         PH_HANDOFF,  /* the connection goes to wharf-static */
+        PH_DELAYED,  /* the request waits out its limit_req delay (op_delay) */
         PH_CLOSING,  /* waiting for operations in flight, then freed */
         _PH_MAX
 };
@@ -196,6 +197,10 @@ struct conn {
         struct spipe sp;
         size_t sp_bytes;
         struct ring_op op_sp_out;
+        struct ring_op op_delay; /* limit_req's timer */
+        struct __kernel_timespec delay_ts;
+        bool delay_armed;
+        bool limit_passed;   /* limit_req was applied to this request already */
         bool fresh_only;     /* an idle connection failed: open new ones for this request */
         bool gz_accept;      /* the request takes a gzip response */
         bool gz_vary;        /* the response says Vary: Accept-Encoding */

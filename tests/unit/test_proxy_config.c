@@ -656,6 +656,70 @@ static void test_log_format_config(void)
         proxy_config_free(c);
 }
 
+static void test_limit_req(void)
+{
+        struct proxy_config *c =
+            load("[server]\n"
+                 "limit_req_zone = $binary_remote_addr zone=login:10m rate=30r/m\n"
+                 "limit_req = zone=all burst=20\n"
+                 "[location /admin/login/]\nreturn = 204\n"
+                 "limit_req = zone=login burst=5 nodelay\nlimit_req = zone=all delay=3\n"
+                 "limit_req_status = 429\n"
+                 "[location /]\nreturn = 204\n"
+                 "[server]\nlimit_req_zone = $remote_addr rate=1r/s zone=all:64k\n");
+        ok(c && c->n_zones == 2, "two zones, from any [server]");
+        if (!c || c->n_zones != 2) {
+                proxy_config_free(c);
+                return;
+        }
+        ok(streq(c->zones[0].name, "login") && c->zones[0].rate == 500 &&
+               c->zones[0].size == 10 * 1024 * 1024,
+           "30r/m is 0.5 a second; 10m");
+        ok(c->zones[1].rate == 1000 && c->zones[1].size == 64 * 1024, "1r/s; words in any order");
+        const struct location *login = proxy_find_location(&c->servers[0], "/admin/login/", 13);
+        const struct location *root = proxy_find_location(&c->servers[0], "/x", 2);
+        ok(login && login->n_limits == 2 && login->limits[0].zone == &c->zones[0] &&
+               login->limits[0].burst == 5000 && login->limits[0].delay == UINT64_MAX &&
+               login->limits[1].zone == &c->zones[1] && login->limits[1].delay == 3000,
+           "a location's own lines, with burst, nodelay and delay");
+        ok(login && login->limit_status == 429, "its limit_req_status");
+        ok(root && root->n_limits == 1 && root->limits[0].zone == &c->zones[1] &&
+               root->limits[0].burst == 20000 && root->limits[0].delay == 0 &&
+               root->limit_status == 503,
+           "a location without them has its server's (zone defined later), and 503");
+
+        struct proxy_config *same = load("[server]\n"
+                                         "limit_req_zone = $binary_remote_addr zone=login:10m "
+                                         "rate=1r/s\nlimit_req_zone = $binary_remote_addr "
+                                         "zone=all:128k rate=1r/s\n");
+        ok(same != NULL, "a second configuration loads");
+        if (same) {
+                proxy_config_adopt(same, c);
+                ok(same->zones[0].table == c->zones[0].table && same->zones[0].rate == 1000,
+                   "a reload keeps the table of a zone of the same name and size, at its new rate");
+                ok(same->zones[1].table != c->zones[1].table, "not one whose size changed");
+        }
+        proxy_config_free(same);
+        proxy_config_free(c);
+
+        c = load("[server]\nlimit_req_zone = $binary_remote_addr zone=a:1m rate=1r/s\n"
+                 "limit_req_zone = $binary_remote_addr zone=a:1m rate=2r/s\n"
+                 "limit_req_zone = $http_x zone=b:1m rate=1r/s\n"
+                 "limit_req_zone = $binary_remote_addr zone=c:1m rate=1.5r/s\n"
+                 "limit_req_zone = $binary_remote_addr zone=d:100 rate=1r/s\n"
+                 "limit_req_zone = zone=e:1m rate=1r/s\n"
+                 "[location /]\nreturn = 204\nlimit_req = zone=z\nlimit_req = burst=2\n"
+                 "limit_req = zone=a burst=x\nlimit_req = zone=a\nlimit_req = zone=a\n"
+                 "limit_req_status = 200\n");
+        ok(!c && diag_has(":3", "already defined") && diag_has(":4", "not implemented") &&
+               diag_has(":5", "not Nr/s or Nr/m") && diag_has(":6", "at least 1k") &&
+               diag_has(":7", "zone=NAME:SIZE") && diag_has(":10", "no limit_req_zone") &&
+               diag_has(":11", "names no zone=") && diag_has(":12", "[burst=N]") &&
+               diag_has(":14", "more than 4") && diag_has(":15", "from 400 to 599"),
+           "every refusal at its line");
+        proxy_config_free(c);
+}
+
 static void test_no_locations_warns(void)
 {
         struct proxy_config *c = load("[server]\nserver_name = a\n");
@@ -682,6 +746,7 @@ int main(void)
         subtest("log_format", test_log_format_compile);
         subtest("log escapes", test_log_escapes);
         subtest("log_format in the config", test_log_format_config);
+        subtest("limit_req", test_limit_req);
         config_diag_done(&diag);
         return done_testing();
 }

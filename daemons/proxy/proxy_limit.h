@@ -1,0 +1,76 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * proxy_limit: nginx's limit_req, per client address.
+ *
+ * A zone remembers, for each client, how far its requests run ahead of the
+ * zone's rate: nginx's leaky bucket, an "excess" in thousandths of a request
+ * that drains at the rate. A request that would leave a client more than
+ * its burst ahead is refused and costs nothing. One within the burst is
+ * charged and goes at once when the excess is within `delay` (everything,
+ * with nodelay), else after the time that brings it back to that.
+ *
+ * The workers share a zone's table under its mutex. The table holds as many
+ * clients as the zone's size allows; when it is full the client seen least
+ * recently is forgotten. A reload keeps the table of a zone whose name and
+ * size stay (limit_zones_adopt()), as nginx keeps its shared memory.
+ */
+#ifndef WHARF_PROXY_LIMIT_H
+#define WHARF_PROXY_LIMIT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#define LIMIT_KEY 17         /* address family, then up to 16 bytes of address */
+#define LIMIT_RULES_MAX 4    /* limit_req lines in one place */
+#define LIMIT_ENTRY_BYTES 64 /* what one client costs of a zone's size */
+
+struct limit_table;
+
+struct limit_zone {
+        char *name;
+        uint64_t rate; /* thousandths of a request per second */
+        uint64_t size; /* bytes, as written */
+        struct limit_table *table;
+};
+
+/* One limit_req line. */
+struct limit_req {
+        struct limit_zone *zone;
+        uint64_t burst; /* thousandths of a request */
+        uint64_t delay; /* thousandths: an excess up to this goes at once; UINT64_MAX: nodelay */
+};
+
+enum limit_verdict { LIMIT_PASS, LIMIT_DELAY, LIMIT_REFUSE };
+
+/* What decided, for the log. */
+struct limit_outcome {
+        enum limit_verdict verdict;
+        uint64_t delay_ms;
+        uint64_t excess; /* thousandths, of the zone named */
+        const struct limit_zone *zone;
+};
+
+/* A table for a zone of size bytes. 0 or -ENOMEM. */
+int limit_table_new(uint64_t size, struct limit_table **ret);
+struct limit_table *limit_table_ref(struct limit_table *t);
+void limit_table_unref(struct limit_table *t);
+size_t limit_table_capacity(const struct limit_table *t);
+
+/*
+ * The key of a client: its address, an IPv4-mapped IPv6 one as IPv4.
+ * False for a client that has none (a unix socket), which no limit holds,
+ * as nginx skips an empty key.
+ */
+bool limit_key(const struct sockaddr_storage *addr, socklen_t len, uint8_t key[LIMIT_KEY]);
+
+/*
+ * Applies rules[0..n) to a request of the client key at now_ms, as nginx
+ * applies several limit_req: refused when one refuses (and none is
+ * charged), else charged to all, after the longest of their delays.
+ */
+struct limit_outcome limit_check(const struct limit_req *rules, size_t n,
+                                 const uint8_t key[LIMIT_KEY], uint64_t now_ms);
+
+#endif
