@@ -74,7 +74,10 @@ static void usage(FILE *f)
                 "  -p, --processes N       number of workers (also --workers)\n"
                 "      --threads N         serving threads per worker (default 1)\n"
                 "      --max-requests N    recycle a worker after N requests\n"
+                "      --max-worker-lifetime SECONDS  recycle a worker after it lived this "
+                "long\n"
                 "      --reload-on-rss MB  recycle a worker that grew past MB MiB resident\n"
+                "      --touch-reload FILE reload when FILE is touched (repeatable)\n"
                 "      --harakiri SECONDS  kill a worker whose request runs longer\n"
                 "      --lazy-apps         import the application in each worker\n"
                 "      --pidfile FILE      write the master's pid to FILE\n"
@@ -258,6 +261,7 @@ static void settings_done(struct wsgi_settings *s)
         config_strv_done(&s->env);
         config_strv_done(&s->socket);
         config_strv_done(&s->http);
+        config_strv_done(&s->touch_reload);
 }
 
 static int load_config(const struct cmdline *cl, struct wsgi_settings *s,

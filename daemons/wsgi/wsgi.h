@@ -78,8 +78,12 @@ struct wsgi_settings {
         bool vacuum;
         const char *logger;
         unsigned max_requests;
-        unsigned reload_on_rss; /* MiB, 0: off */
-        unsigned harakiri;      /* seconds, 0: off */
+        unsigned max_requests_delta;        /* worker N serves max-requests + N * this */
+        unsigned max_worker_lifetime;       /* seconds, 0: off */
+        unsigned max_worker_lifetime_delta; /* worker N lives that + N * this */
+        struct config_strv touch_reload;    /* files whose change reloads, as SIGHUP does */
+        unsigned reload_on_rss;             /* MiB, 0: off */
+        unsigned harakiri;                  /* seconds, 0: off */
         bool lazy_apps;
         uint64_t buffer_size;
         unsigned socket_timeout; /* seconds */
@@ -127,6 +131,7 @@ struct wsgi_slot {
         _Atomic pid_t pid;         /* 0: free */
         _Atomic int ready;         /* the application is loaded, serving */
         _Atomic uint64_t requests; /* served by this worker */
+        unsigned max_requests;     /* this worker's max-requests (with its delta), 0: none */
         struct wsgi_slot_thread t[WSGI_MAX_THREADS];
 };
 

@@ -39,6 +39,10 @@ const struct config_key wsgi_config_keys[] = {
     KEY("logger", CONFIG_STRING, logger),
     KEY("logto", CONFIG_STRING, logger),
     KEY("max-requests", CONFIG_UINT, max_requests),
+    KEY("max-requests-delta", CONFIG_UINT, max_requests_delta),
+    KEY("max-worker-lifetime", CONFIG_UINT, max_worker_lifetime),
+    KEY("max-worker-lifetime-delta", CONFIG_UINT, max_worker_lifetime_delta),
+    KEY("touch-reload", CONFIG_STRV, touch_reload),
     KEY("reload-on-rss", CONFIG_UINT, reload_on_rss),
     KEY("harakiri", CONFIG_UINT, harakiri),
     KEY("lazy-apps", CONFIG_BOOL, lazy_apps),
@@ -51,6 +55,8 @@ const struct config_key wsgi_config_keys[] = {
     KEY("limit-post", CONFIG_SIZE, limit_post),
     /* What uWSGI needs and wharf does by design: accepted without effect. */
     {"die-on-term", CONFIG_IGNORED, 0},
+    /* wharf-wsgi logs no requests: the front's access log has them. */
+    {"disable-logging", CONFIG_IGNORED, 0},
     /* The backlog is the socket's: systemd's Backlog=, or wharf's own default. */
     {"listen", CONFIG_IGNORED, 0},
     {"strict", CONFIG_IGNORED, 0},
@@ -96,6 +102,12 @@ int wsgi_settings_check(const struct wsgi_settings *s, struct config_diag *diag)
                 config_diag_add(diag, true, NULL, 0, "buffer-size", "must be 4k..1M");
         if (s->harakiri && !s->master)
                 config_diag_add(diag, false, NULL, 0, "harakiri", "needs master = true, ignored");
+        if (s->max_worker_lifetime && !s->master)
+                config_diag_add(diag, false, NULL, 0, "max-worker-lifetime",
+                                "needs master = true, ignored");
+        if (s->touch_reload.n && !s->master)
+                config_diag_add(diag, false, NULL, 0, "touch-reload",
+                                "needs master = true, ignored");
         if (s->socket_timeout == 0)
                 config_diag_add(diag, true, NULL, 0, "socket-timeout", "must be at least 1");
         for (size_t i = 0; i < s->env.n; i++)

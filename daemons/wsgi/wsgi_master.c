@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <sys/mman.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include "notify.h"
@@ -37,7 +38,13 @@ struct worker_info {
         uint64_t spawn_at_ms; /* when a dead worker is due to be respawned */
         unsigned young_deaths;
         bool harakiri_sent;
-        bool recycling; /* asked to stop for reload-on-rss */
+        bool recycling; /* asked to stop: reload-on-rss, max-worker-lifetime */
+};
+
+/* touch-reload: a file and the change time it had when the master started. */
+struct touched {
+        const char *path;
+        struct timespec mtime; /* zero: missing */
 };
 
 struct master {
@@ -50,6 +57,8 @@ struct master {
         struct notify notify;
         uint64_t requests_gone; /* served by workers that have exited */
         unsigned respawns;
+        struct touched *touch;
+        size_t n_touch;
         bool ready;
         bool stopping;
 };
@@ -79,6 +88,9 @@ static int spawn(struct master *m, unsigned i, int sfd)
         pid_t pid;
 
         memset(slot, 0, sizeof(*slot));
+        if (m->srv->s->max_requests)
+                slot->max_requests =
+                    m->srv->s->max_requests + (i + 1) * m->srv->s->max_requests_delta;
         PyOS_BeforeFork();
         pid = fork();
         if (pid == 0)
@@ -216,28 +228,78 @@ static uint64_t rss_mib(pid_t pid)
 }
 
 /*
- * reload-on-rss: a worker that grew past the limit is asked to stop (it
- * finishes its request first) and is replaced like a recycled one.
+ * reload-on-rss and max-worker-lifetime: a worker that grew past the limit,
+ * or lived its time (worker N: the lifetime + N * max-worker-lifetime-delta,
+ * so that they do not all go at once), is asked to stop. It finishes its
+ * request first and is replaced like a recycled one.
  */
-static void check_rss(struct master *m)
+static void check_recycle(struct master *m, uint64_t now)
 {
-        unsigned limit = m->srv->s->reload_on_rss;
+        const struct wsgi_settings *s = m->srv->s;
 
-        if (!limit)
-                return;
         for (unsigned i = 0; i < m->n; i++) {
                 pid_t pid = atomic_load(&m->slots[i].pid);
                 if (!pid || m->info[i].recycling || !atomic_load(&m->slots[i].ready))
                         continue;
-                uint64_t rss = rss_mib(pid);
-                if (rss <= limit)
+                uint64_t lifetime = s->max_worker_lifetime
+                                        ? ((uint64_t) s->max_worker_lifetime +
+                                           (uint64_t) (i + 1) * s->max_worker_lifetime_delta) *
+                                              1000
+                                        : 0;
+                uint64_t rss = s->reload_on_rss ? rss_mib(pid) : 0;
+                if (s->reload_on_rss && rss > s->reload_on_rss)
+                        log_info("worker %u (pid %d) uses %llu MiB, more than reload-on-rss %u "
+                                 "MiB: recycling it",
+                                 i + 1, (int) pid, (unsigned long long) rss, s->reload_on_rss);
+                else if (lifetime && now - m->info[i].started_ms >= lifetime)
+                        log_info("worker %u (pid %d) lived %llu s (max-worker-lifetime): "
+                                 "recycling it",
+                                 i + 1, (int) pid,
+                                 (unsigned long long) ((now - m->info[i].started_ms) / 1000));
+                else
                         continue;
-                log_info("worker %u (pid %d) uses %llu MiB, more than reload-on-rss %u MiB: "
-                         "recycling it",
-                         i + 1, (int) pid, (unsigned long long) rss, limit);
                 (void) kill(pid, SIGTERM);
                 m->info[i].recycling = true;
         }
+}
+
+static struct timespec mtime_of(const char *path)
+{
+        struct stat st;
+
+        return stat(path, &st) == 0 ? st.st_mtim : (struct timespec){0};
+}
+
+static int touch_start(struct master *m)
+{
+        const struct config_strv *files = &m->srv->s->touch_reload;
+
+        if (!files->n)
+                return 0;
+        m->touch = calloc(files->n, sizeof(*m->touch));
+        if (!m->touch)
+                return -ENOMEM;
+        for (size_t i = 0; i < files->n; i++)
+                m->touch[m->n_touch++] = (struct touched){files->v[i], mtime_of(files->v[i])};
+        return 0;
+}
+
+/*
+ * touch-reload: the file that changed (or came, or went) since it was last
+ * looked at, if any. Its new time is kept, so that a reload that fails is
+ * not tried again until the file is touched again.
+ */
+static const char *touched(struct master *m)
+{
+        for (size_t i = 0; i < m->n_touch; i++) {
+                struct timespec t = mtime_of(m->touch[i].path);
+                if (t.tv_sec != m->touch[i].mtime.tv_sec ||
+                    t.tv_nsec != m->touch[i].mtime.tv_nsec) {
+                        m->touch[i].mtime = t;
+                        return m->touch[i].path;
+                }
+        }
+        return NULL;
 }
 
 static void send_status(struct master *m)
@@ -434,6 +496,8 @@ int wsgi_master_run(struct wsgi_server *srv, int sfd)
         notify_init(&m.notify);
         notify_mainpid(&m.notify, getpid());
         take_old_workers(&m);
+        if (touch_start(&m) < 0)
+                log_error("touch-reload: out of memory: no file is watched");
 
         for (unsigned i = 0; i < m.n && r == 0; i++)
                 r = spawn(&m, i, sfd);
@@ -479,11 +543,14 @@ int wsgi_master_run(struct wsgi_server *srv, int sfd)
                         notify_ready(&m.notify);
                         log_info("ready: %u workers", m.n);
                 }
-                if (hup && m.ready)
+                const char *file = m.ready && !hup ? touched(&m) : NULL;
+                if (file)
+                        log_info("touch-reload: '%s' changed", file);
+                if ((hup || file) && m.ready)
                         reload(&m);
                 check_harakiri(&m, now);
                 if (m.ready)
-                        check_rss(&m);
+                        check_recycle(&m, now);
                 notify_tick(&m.notify, now_us());
                 if (now_us() >= next_status) {
                         send_status(&m);
@@ -492,6 +559,7 @@ int wsgi_master_run(struct wsgi_server *srv, int sfd)
         }
 
         stop_workers(&m, sfd);
+        free(m.touch);
         free(m.info);
         munmap(m.slots, sizeof(*m.slots) * m.n);
         return r;

@@ -1004,7 +1004,7 @@ static void slot_begin(struct worker *w, const char *desc)
 static void slot_end(struct worker *w)
 {
         uint64_t served = atomic_fetch_add(&w->g->served, 1) + 1;
-        unsigned max = w->srv->s->max_requests;
+        unsigned max = w->slot ? w->slot->max_requests : w->srv->s->max_requests;
 
         if (max && served >= max && !atomic_exchange(&w->g->recycle, true))
                 log_info("worker %d: %llu requests served (max-requests), recycling",

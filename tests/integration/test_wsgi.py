@@ -9,9 +9,11 @@ systemd starts them: sockets at fd 3 and 4, READY=1 on NOTIFY_SOCKET.
 """
 
 import hashlib
+import itertools
 import json
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -153,6 +155,8 @@ def test_unknown_uwsgi_keys_one_warning(workdir):
     ini = workdir / "x.ini"
     ini.write_text(
         "[uwsgi]\nmodule = hello\nhttp = :0\nstats = :9191\ncheaper = 2\n" "offload-threads = 1\n"
+        "disable-logging = true\nmaster = true\nmax-worker-lifetime = 3600\n"
+        "max-worker-lifetime-delta = 30\nmax-requests-delta = 100\ntouch-reload = %p\n"
     )
     r = run(["--ini", ini, "--check-config"])
     assert r.returncode == 0, r.stderr
@@ -160,6 +164,8 @@ def test_unknown_uwsgi_keys_one_warning(workdir):
     assert len(warnings) == 1, r.stderr
     for key in ("stats", "cheaper", "offload-threads"):
         assert key in warnings[0]
+    for key in ("disable-logging", "lifetime", "delta", "touch-reload"):
+        assert key not in warnings[0], "wharf-wsgi knows it"
 
 
 def test_check_config_errors(workdir):
@@ -845,6 +851,55 @@ def test_max_requests_recycles(start_wsgi):
     pids = [get_pid(s, "uwsgi") for _ in range(7)]
     assert len(set(pids)) == 3, pids
     s.daemon.wait_log("recycled")
+
+
+def test_max_requests_delta_adds_per_worker(start_wsgi):
+    """uWSGI's max-requests-delta: worker N serves max-requests + N * delta."""
+    s = start_wsgi(["--master", "--processes", "1", "--max-requests", "2",
+                    "--max-requests-delta", "3"])
+    pids = [get_pid(s, "uwsgi") for _ in range(11)]
+    assert [len(list(g)) for _, g in itertools.groupby(pids)] == [5, 5, 1], pids
+    s.daemon.wait_log(r"5 requests served \(max-requests\)")
+
+
+def test_max_worker_lifetime_recycles(start_wsgi):
+    """A worker that lived max-worker-lifetime seconds (+ N * the delta) is
+    replaced after its request; requests meanwhile are all served."""
+    s = start_wsgi(["--master", "--processes", "1", "--max-worker-lifetime", "1",
+                    "--max-worker-lifetime-delta", "1"])
+    first = get_pid(s, "uwsgi")
+    deadline = time.monotonic() + 10
+    while get_pid(s, "uwsgi") == first:
+        assert time.monotonic() < deadline, "the worker was never recycled"
+        time.sleep(0.1)
+    log = s.daemon.wait_log(r"worker 1 \(pid \d+\) lived \d+ s \(max-worker-lifetime\)")
+    assert f"pid {first})" in log
+    lived = int(re.search(r"lived (\d+) s", log).group(1))
+    assert lived >= 2, "worker 1 lives 1 + 1 * 1 seconds"
+
+
+def test_touch_reload(start_wsgi):
+    """touch-reload: touching the file reloads as SIGHUP does: new workers
+    with the new code, and one reload per touch."""
+    s = start_wsgi(["--master", "--processes", "2"], start=False)
+    touch = s.workdir / "reload.trigger"
+    s.daemon.argv += ["--touch-reload", str(touch)]
+    (s.workdir / "version.txt").write_text("one")
+    s.start()
+    assert s.http.request("GET", "/version").body == b"one"
+    (s.workdir / "version.txt").write_text("two")
+    mark = s.notify.mark()
+    touch.write_text("")  # it did not exist: coming counts as a touch
+    i, _ = s.notify.wait_for("RELOADING=1", 5, since=mark)
+    s.notify.wait_for("READY=1", 10, since=i)
+    s.daemon.wait_log(r"touch-reload: '.*reload.trigger' changed")
+    deadline = time.monotonic() + 5
+    while s.http.request("GET", "/version").body != b"two":
+        assert time.monotonic() < deadline, "still the old code after the touch"
+        time.sleep(0.05)
+    time.sleep(0.6)
+    assert s.notify.count("RELOADING=1", since=mark) == 1, "one touch, one reload"
+    assert s.daemon.running()
 
 
 def test_reload_on_rss_recycles_gracefully(start_wsgi):
