@@ -73,6 +73,14 @@ enum handoff_kind {
 #define HANDOFF_F_REFUSED 2u
 /* Answer with an ACK of this id before anything else (sent only after a HELLO). */
 #define HANDOFF_F_ACK 4u
+/*
+ * The first request in the data is an internal redirect the sender made
+ * (wharf-proxy's X-Accel-Redirect): the receiver serves it also where it
+ * serves only such requests, and takes the response headers it names in
+ * Wharf-Response-Header lines. Only that request: a receiver never echoes
+ * this flag back. A receiver older than this flag refuses the message.
+ */
+#define HANDOFF_F_INTERNAL 8u
 
 struct handoff_info {
         enum handoff_kind kind;

@@ -112,6 +112,11 @@ static inline size_t min_size(size_t a, size_t b)
         return a < b ? a : b;
 }
 
+static inline size_t max_size(size_t a, size_t b)
+{
+        return a > b ? a : b;
+}
+
 static inline uint64_t min_u64(uint64_t a, uint64_t b)
 {
         return a < b ? a : b;

@@ -143,6 +143,8 @@ struct location {
         struct limit_req limits[LIMIT_RULES_MAX]; /* the location's limit_req, else the server's */
         size_t n_limits;
         int limit_status; /* limit_req_status: for a refused request */
+        bool internal; /* only internal redirects (X-Accel-Redirect) reach it: nginx's internal */
+        bool x_accel;  /* an upstream's X-Accel-Redirect is followed (uwsgi_pass, proxy_pass) */
 };
 
 /* error_page: the body wharf-proxy sends, instead of its own, with this status. */

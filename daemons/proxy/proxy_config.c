@@ -159,6 +159,8 @@ struct location_settings {
         size_t n_limit_req;
         unsigned limit_req_status;
         bool has_limit_req_status;
+        bool internal;
+        bool x_accel_redirect;
 };
 
 #define L(name, key, type)                                                                         \
@@ -174,6 +176,8 @@ static const struct config_key location_keys[] = {
     L(add_header, "add_header", CONFIG_STRV),
     L(gzip, "gzip", CONFIG_BOOL),
     L(limit_req_status, "limit_req_status", CONFIG_UINT),
+    L(internal, "internal", CONFIG_BOOL),
+    L(x_accel_redirect, "x_accel_redirect", CONFIG_BOOL),
     {},
 };
 #undef L
@@ -1052,6 +1056,7 @@ static int collect(struct builder *b)
                                 b->loc_first[n - 1] = e;
                                 b->loc_server[n - 1] = (unsigned) c->n_servers - 1;
                                 target = &b->loc_settings[n - 1];
+                                b->loc_settings[n - 1].x_accel_redirect = true; /* as nginx */
                                 keys = location_keys;
                                 break;
                         }
@@ -1357,6 +1362,8 @@ static int build_location(struct builder *b, size_t i, struct location *l)
         l->client_max_body_size =
             s->has_body_size ? s->client_max_body_size : vs->client_max_body_size;
         l->gzip = s->has_gzip ? s->gzip : vs->gzip.on;
+        l->internal = s->internal;
+        l->x_accel = s->x_accel_redirect;
         {
                 /* A location without allow/deny of its own has its server's, as in nginx. */
                 const struct server_settings *ss = &b->server_settings[b->loc_server[i]];

@@ -406,6 +406,8 @@ static void conn_free(struct conn *c)
         c->in = c->cbody = c->uphead = NULL;
         free(c->lf);
         c->lf = NULL;
+        free(c->req_head);
+        c->req_head = NULL;
         outq_clear(c);
         gzip_give(&w->gz_pool, &c->gz);
         spipe_put(w, &c->sp, c->sp_bytes == 0);
@@ -531,7 +533,12 @@ static void request_reset(struct conn *c)
         c->has_referer = c->has_agent = false;
         free(c->lf);
         c->lf = NULL;
-        c->limit_passed = false;
+        c->rerouted = false;
+        c->internal = false;
+        c->redirects = 0;
+        free(c->req_head);
+        c->req_head = NULL;
+        c->req_head_len = 0;
         c->tries = 0;
         c->tried = 0;
         c->fresh_only = false;
@@ -1105,7 +1112,7 @@ static void conn_try_handoff(struct conn *c)
 {
         struct handoff_info info = {
             .kind = HANDOFF_CONN,
-            .flags = c->handoff_flags,
+            .flags = c->handoff_flags | (c->internal ? HANDOFF_F_INTERNAL : 0),
             .requests = c->requests - 1,
             .peer_len = c->peer_len,
             .data = c->in + c->in_start,
@@ -1178,9 +1185,51 @@ static void conn_expect_continue(struct conn *c, const struct http_request *req)
         conn_send_pump(c);
 }
 
-/* ---- limit_req ---- */
+/* ---- internal redirects ---- */
 
 static void conn_route(struct conn *c, const struct http_request *req, size_t head_len);
+
+void conn_internal_redirect(struct conn *c, char *head, size_t len)
+{
+        size_t cap =
+            max_size(len + c->in_len + RECV_BUF_SIZE, c->cfg->max_header_size + RECV_BUF_SIZE);
+        char *in = malloc(cap);
+        struct http_request req;
+
+        if (!in) {
+                free(head);
+                c->close_after = true;
+                conn_local_error(c, 500);
+                return;
+        }
+        memcpy(in, head, len);
+        if (c->in_len > 0)
+                memcpy(in + len, c->in + c->in_start, c->in_len);
+        free(head);
+        free(c->in);
+        c->in = in;
+        c->in_cap = cap;
+        c->in_start = 0;
+        c->in_len += len;
+        ssize_t r = http_parse_request(c->in, c->in_len, c->cfg->max_header_size, &req);
+        c->phase = PH_HEAD;
+        if (r <= 0) { /* made here from a head that parsed: cannot happen */
+                c->in_len = 0;
+                c->close_after = true;
+                conn_local_error(c, 500);
+                return;
+        }
+        c->method = req.method;
+        c->keep_alive = c->keep_alive && req.keep_alive;
+        c->expect_continue = false;
+        c->internal = true;
+        c->rerouted = true;
+        conn_route(c, &req, (size_t) r);
+        if (c->phase != PH_CLOSING)
+                conn_recv_pump(c);
+}
+
+/* ---- limit_req ---- */
 
 static void conn_delay(struct conn *c, uint64_t ms)
 {
@@ -1219,7 +1268,7 @@ static void on_delay_done(struct ring_op *op, int res, unsigned flags)
                 return;
         }
         c->phase = PH_HEAD;
-        c->limit_passed = true;
+        c->rerouted = true;
         conn_route(c, &req, (size_t) r);
         if (c->phase != PH_CLOSING)
                 conn_recv_pump(c);
@@ -1275,7 +1324,7 @@ static void conn_route(struct conn *c, const struct http_request *req, size_t he
         plen = req->path.len == 1 && req->path.ptr[0] == '*'
                    ? -EBADMSG
                    : http_path_normalize(req->path.ptr, req->path.len, path, sizeof(path), 0);
-        if (c->vs->log_format && !c->limit_passed) {
+        if (c->vs->log_format && !c->rerouted) {
                 struct var_ctx x = {req, plen < 0 ? NULL : path, plen < 0 ? 0 : (size_t) plen};
                 log_values_keep(c, &x);
         }
@@ -1285,6 +1334,8 @@ static void conn_route(struct conn *c, const struct http_request *req, size_t he
                 return;
         }
         c->loc = proxy_find_location(c->vs, path, (size_t) plen);
+        if (c->loc && c->loc->internal && !c->internal)
+                c->loc = NULL; /* nginx's internal: not there for the client */
         if (!c->loc) {
                 conn_consume(c, head_len);
                 skip_body(c, req);
@@ -1292,7 +1343,7 @@ static void conn_route(struct conn *c, const struct http_request *req, size_t he
                 return;
         }
         /* nginx's order: limit_req (preaccess), then allow/deny (access). */
-        if (c->loc->n_limits && !c->limit_passed && !conn_limit(c, req, head_len))
+        if (c->loc->n_limits && !c->rerouted && !conn_limit(c, req, head_len))
                 return;
         socklen_t client_len;
         const struct sockaddr_storage *client = conn_client(c, &client_len);
@@ -1348,6 +1399,14 @@ static void conn_route(struct conn *c, const struct http_request *req, size_t he
                 return;
         }
         c->body = req->body;
+        if (c->loc->x_accel) {
+                /* The application may answer X-Accel-Redirect: the request goes again then. */
+                free(c->req_head);
+                c->req_head = malloc(head_len);
+                c->req_head_len = c->req_head ? head_len : 0;
+                if (c->req_head)
+                        memcpy(c->req_head, c->in + c->in_start, head_len);
+        }
         if (req->body == HTTP_BODY_CHUNKED) {
                 /* The upstream needs a length: buffer the body first, as nginx does. */
                 c->uphead = malloc(head_len);

@@ -1076,6 +1076,150 @@ static void tunnel_start(struct conn *c, const struct http_response *resp, size_
         exchange_input(c);
 }
 
+/* ---- X-Accel-Redirect ---- */
+
+#define ACCEL_REDIRECTS_MAX 10 /* nginx's limit on internal redirects of one request */
+
+/* The application's response headers that go with the redirected request, as nginx keeps. */
+static bool accel_header_kept(struct span name)
+{
+        return name_is(name, "Content-Type") || name_is(name, "Set-Cookie") ||
+               name_is(name, "Content-Disposition") || name_is(name, "Cache-Control") ||
+               name_is(name, "Expires");
+}
+
+/* The client's headers that the redirected request (a GET without a body) does not carry. */
+static bool accel_header_dropped(struct span name)
+{
+        return name_is(name, "Content-Length") || name_is(name, "Transfer-Encoding") ||
+               name_is(name, "Expect") || name_is(name, "Upgrade") ||
+               name_is(name, "Wharf-Response-Header");
+}
+
+static bool buf_add(char *buf, size_t cap, size_t *len, const char *p, size_t n)
+{
+        if (n > cap - *len)
+                return false;
+        memcpy(buf + *len, p, n);
+        *len += n;
+        return true;
+}
+
+/*
+ * The request head of the redirect: GET (a HEAD stays HEAD) of uri, which
+ * is sent percent-encoded where a request line could not hold it, with the
+ * client's headers and the kept response headers as Wharf-Response-Header
+ * lines (wharf-static sets them on its response). Returns its length, or
+ * -1 when it does not fit.
+ */
+static ssize_t accel_head(const struct conn *c, const struct http_request *req,
+                          const struct http_response *resp, struct span uri, char *out, size_t cap)
+{
+        static const char hex[] = "0123456789ABCDEF";
+        const char *method = c->method == HTTP_HEAD ? "HEAD " : "GET ";
+        size_t len = 0;
+        bool ok = buf_add(out, cap, &len, method, strlen(method));
+
+        for (size_t i = 0; i < uri.len && ok; i++) {
+                unsigned char b = (unsigned char) uri.ptr[i];
+                char esc[3] = {'%', hex[b >> 4], hex[b & 15]};
+                ok = b > 0x20 && b < 0x7f && b != '#' ? buf_add(out, cap, &len, (char *) &b, 1)
+                                                      : buf_add(out, cap, &len, esc, 3);
+        }
+        ok =
+            ok && buf_add(out, cap, &len, c->minor_version ? " HTTP/1.1\r\n" : " HTTP/1.0\r\n", 11);
+        for (size_t i = 0; i < req->n_headers && ok; i++) {
+                const struct http_header *h = &req->headers[i];
+                if (accel_header_dropped(h->name))
+                        continue;
+                ok = buf_add(out, cap, &len, h->name.ptr, h->name.len) &&
+                     buf_add(out, cap, &len, ": ", 2) &&
+                     buf_add(out, cap, &len, h->value.ptr, h->value.len) &&
+                     buf_add(out, cap, &len, "\r\n", 2);
+        }
+        for (size_t i = 0; i < resp->n_headers && ok; i++) {
+                const struct http_header *h = &resp->headers[i];
+                if (!accel_header_kept(h->name))
+                        continue;
+                ok = buf_add(out, cap, &len, "Wharf-Response-Header: ", 23) &&
+                     buf_add(out, cap, &len, h->name.ptr, h->name.len) &&
+                     buf_add(out, cap, &len, ": ", 2) &&
+                     buf_add(out, cap, &len, h->value.ptr, h->value.len) &&
+                     buf_add(out, cap, &len, "\r\n", 2);
+        }
+        ok = ok && buf_add(out, cap, &len, "\r\n", 2);
+        return ok ? (ssize_t) len : -1;
+}
+
+/*
+ * X-Accel-Redirect: the application answered with a path to serve in its
+ * place, a protected file after its own checks, as with nginx. Its body is
+ * dropped, and the request goes again to the location of that path
+ * (internal ones included) as conn_internal_redirect() does it.
+ */
+static void accel_redirect(struct conn *c, const struct http_response *resp, struct span uri,
+                           size_t head_len)
+{
+        struct upconn *u = c->up;
+        bool body_done = c->uphead_sent == c->uphead_len && c->body_left == 0 &&
+                         (c->body != HTTP_BODY_CHUNKED || c->cbody_sent == c->cbody_len);
+        bool nothing_follows = resp->body == HTTP_RESP_NONE ||
+                               (resp->body == HTTP_RESP_LENGTH && resp->content_length == 0);
+        bool reusable = c->up_keep && body_done && nothing_follows && u->rx_len == head_len;
+        const char *why = NULL;
+        struct http_request req;
+        size_t cap = c->cfg->max_header_size;
+        char *head = NULL;
+        ssize_t n = -1;
+
+        /* resp and uri point into the upstream's buffer: all is taken before it goes. */
+        if (++c->redirects > ACCEL_REDIRECTS_MAX)
+                why = "more than 10 internal redirects";
+        else if (uri.len == 0 || uri.ptr[0] != '/')
+                why = "not a path";
+        else if (c->req_head &&
+                 http_parse_request(c->req_head, c->req_head_len, c->req_head_len, &req) > 0 &&
+                 (head = malloc(cap)))
+                n = accel_head(c, &req, resp, uri, head, cap);
+        if (!why && n < 0)
+                why = "the redirected request head does not fit in max_header_size";
+        if (why)
+                log_error("X-Accel-Redirect '%.*s': %s", (int) min_size(uri.len, 200), uri.ptr,
+                          why);
+        c->up_usec = now_us() - c->up_started_us;
+        atomic_store(&u->server->fails, 0);
+        up_release(c, reusable);
+        if (why) {
+                free(head);
+                c->body_left = 0;
+                c->close_after = true;
+                conn_local_error(c, 500);
+                return;
+        }
+        /* The rest of a request body that has not all come is skipped, or ends the connection. */
+        size_t skip = (size_t) min_u64(c->body_left, c->in_len);
+        conn_consume(c, skip);
+        c->body_left -= skip;
+        if (c->body_left > 0)
+                c->close_after = true;
+        c->body_left = 0;
+        c->body = HTTP_BODY_NONE;
+        c->body_sent = 0;
+        free(c->uphead);
+        c->uphead = NULL;
+        c->uphead_len = c->uphead_sent = 0;
+        free(c->cbody);
+        c->cbody = NULL;
+        c->cbody_len = c->cbody_cap = c->cbody_sent = 0;
+        c->tries = 0;
+        c->tried = 0;
+        c->fresh_only = false;
+        c->up_keep = false;
+        c->upgrade = false;
+        c->gz_accept = c->gz_vary = c->gz_head = false;
+        conn_internal_redirect(c, head, (size_t) n);
+}
+
 static void response_head(struct conn *c)
 {
         struct upconn *u = c->up;
@@ -1106,6 +1250,11 @@ static void response_head(struct conn *c)
                 /* An interim response (100 Continue) is ours to hide. */
                 memmove(u->rx, u->rx + r, u->rx_len - (size_t) r);
                 u->rx_len -= (size_t) r;
+        }
+        const struct http_header *xa;
+        if (c->loc->x_accel && (xa = http_response_header(&resp, "X-Accel-Redirect"))) {
+                accel_redirect(c, &resp, xa->value, (size_t) r);
+                return;
         }
         c->status = resp.status;
         c->up_keep = upstream_keeps(c, &resp);

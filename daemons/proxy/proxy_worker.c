@@ -157,7 +157,7 @@ static void chan_adopt(struct chan *ch, int fd, const struct handoff_info *info)
                 return;
         }
         c->requests = info->requests;
-        c->handoff_flags = info->flags & ~(HANDOFF_F_REFUSED | HANDOFF_F_ACK);
+        c->handoff_flags = info->flags & ~(HANDOFF_F_REFUSED | HANDOFF_F_ACK | HANDOFF_F_INTERNAL);
         c->static_refused = info->flags & HANDOFF_F_REFUSED;
         memcpy(&c->peer, &info->peer, sizeof(c->peer));
         c->peer_len = info->peer_len;

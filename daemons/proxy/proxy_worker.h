@@ -200,7 +200,12 @@ struct conn {
         struct ring_op op_delay; /* limit_req's timer */
         struct __kernel_timespec delay_ts;
         bool delay_armed;
-        bool limit_passed;   /* limit_req was applied to this request already */
+        bool rerouted; /* routed before (limit_req delay, internal redirect): limits, log values
+                          done */
+        bool internal; /* this request is an internal redirect (X-Accel-Redirect) */
+        unsigned redirects; /* internal redirects of this request so far */
+        char *req_head;     /* a copy of the client's request head, for an X-Accel-Redirect */
+        size_t req_head_len;
         bool fresh_only;     /* an idle connection failed: open new ones for this request */
         bool gz_accept;      /* the request takes a gzip response */
         bool gz_vary;        /* the response says Vary: Accept-Encoding */
@@ -305,6 +310,14 @@ void conn_request_done(struct conn *c);
 void conn_handoff_taken(struct conn *c);
 /* Its channel ended before an ACK: the connection is still ours, hand it over again. */
 void conn_handoff_again(struct conn *c);
+/*
+ * An internal redirect (X-Accel-Redirect): head (malloc'd, taken) is a
+ * request head made for it, which takes the place of the one served; the
+ * input after that (pipelined requests) stays behind it. The request keeps
+ * its log line, its count and its configuration, and is routed again,
+ * internal locations included.
+ */
+void conn_internal_redirect(struct conn *c, char *head, size_t len);
 /* Appends bytes for the client; false when out of memory. */
 bool outq_append(struct conn *c, const void *data, size_t len);
 void conn_consume(struct conn *c, size_t n);

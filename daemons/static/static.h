@@ -42,6 +42,7 @@ struct static_settings {
         unsigned workers;
         const char *index;
         bool gzip_static;
+        bool internal; /* serve only wharf-proxy's internal redirects (X-Accel-Redirect) */
         const char *expires;
         bool server_tokens;
         const char *default_type;
@@ -138,6 +139,7 @@ struct request_ctx {
         const char *date; /* HTTP date of now */
         uint64_t now_ms;
         bool handed_off; /* the connection came through the handoff socket */
+        bool internal;   /* an internal redirect of wharf-proxy (HANDOFF_F_INTERNAL) */
         bool keep_alive; /* may the connection stay open after this one? */
         int status;      /* out: for the access log */
 };

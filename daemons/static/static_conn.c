@@ -638,6 +638,7 @@ static void conn_process(struct conn *c)
                     .date = w->date,
                     .now_ms = w->now,
                     .handed_off = c->handed_off,
+                    .internal = c->internal_first,
                 };
                 struct http_writer wr;
                 struct body body = {.kind = BODY_NONE, .fd = -1};
@@ -657,6 +658,7 @@ static void conn_process(struct conn *c)
                             c->requests < cfg->s.keepalive_requests &&
                             (req.body != HTTP_BODY_LENGTH || req.content_length <= DISCARD_MAX);
                         plan = static_handle_request(&ctx, &req, &wr, &body);
+                        c->internal_first = false; /* it names one request only */
                         if (plan == PLAN_HANDBACK) {
                                 /* The request stays in the input for the next owner. */
                                 c->requests--;

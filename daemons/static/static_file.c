@@ -35,6 +35,7 @@ const struct config_key static_config_keys[] = {
     {"workers", CONFIG_UINT, offsetof(struct static_settings, workers)},
     {"index", CONFIG_STRING, offsetof(struct static_settings, index)},
     {"gzip_static", CONFIG_BOOL, offsetof(struct static_settings, gzip_static)},
+    {"internal", CONFIG_BOOL, offsetof(struct static_settings, internal)},
     {"expires", CONFIG_STRING, offsetof(struct static_settings, expires)},
     {"server_tokens", CONFIG_BOOL, offsetof(struct static_settings, server_tokens)},
     {"default_type", CONFIG_STRING, offsetof(struct static_settings, default_type)},
@@ -689,6 +690,72 @@ static void write_expires(struct request_ctx *ctx, struct http_writer *w)
         }
 }
 
+/*
+ * The response headers an internal redirect brings from the application
+ * (Wharf-Response-Header: Name: value, one per line; wharf-proxy takes the
+ * ones nginx keeps from an X-Accel-Redirect response). Content-Type
+ * replaces the file's; Cache-Control and Expires replace what `expires`
+ * would say, unless `expires` is set (nginx's expires wins too); the rest
+ * (Set-Cookie, Content-Disposition) are added.
+ */
+struct app_headers {
+        struct span content_type;
+        bool caching; /* Cache-Control or Expires came */
+};
+
+static bool app_header_split(struct span v, struct span *name, struct span *value)
+{
+        const char *colon = memchr(v.ptr, ':', v.len);
+
+        if (!colon || colon == v.ptr)
+                return false;
+        *name = (struct span){v.ptr, (size_t) (colon - v.ptr)};
+        const char *p = colon + 1, *end = v.ptr + v.len;
+        while (p < end && (*p == ' ' || *p == '\t'))
+                p++;
+        *value = (struct span){p, (size_t) (end - p)};
+        return true;
+}
+
+static struct app_headers app_headers_scan(const struct http_request *req)
+{
+        struct app_headers a = {0};
+
+        for (size_t i = 0; i < req->n_headers; i++) {
+                struct span name, value;
+                if (!span_eq_case(req->headers[i].name, "Wharf-Response-Header") ||
+                    !app_header_split(req->headers[i].value, &name, &value))
+                        continue;
+                if (span_eq_case(name, "Content-Type"))
+                        a.content_type = value;
+                else if (span_eq_case(name, "Cache-Control") || span_eq_case(name, "Expires"))
+                        a.caching = true;
+        }
+        return a;
+}
+
+/* Writes the application's headers but Content-Type (written in its place). */
+static void app_headers_write(struct request_ctx *ctx, const struct http_request *req,
+                              struct http_writer *w)
+{
+        bool caching_ours = ctx->cfg->expires_mode != EXPIRES_OFF;
+        char name_buf[64];
+
+        for (size_t i = 0; i < req->n_headers; i++) {
+                struct span name, value;
+                if (!span_eq_case(req->headers[i].name, "Wharf-Response-Header") ||
+                    !app_header_split(req->headers[i].value, &name, &value) ||
+                    name.len >= sizeof(name_buf) || span_eq_case(name, "Content-Type"))
+                        continue;
+                if (caching_ours &&
+                    (span_eq_case(name, "Cache-Control") || span_eq_case(name, "Expires")))
+                        continue;
+                memcpy(name_buf, name.ptr, name.len);
+                name_buf[name.len] = '\0';
+                http_write_header(w, name_buf, value);
+        }
+}
+
 static bool client_accepts_gzip(const struct http_request *req)
 {
         const struct http_header *h = http_find_header(req, "Accept-Encoding");
@@ -719,8 +786,15 @@ enum plan static_handle_request(struct request_ctx *ctx, const struct http_reque
         if (n < 0)
                 return error_plan(ctx, req, n == -ENOBUFS ? 414 : 400, NULL, w);
 
-        /* Outside the prefix: not ours. The exact prefix without its slash redirects. */
-        if ((size_t) n < cfg->prefix_len || memcmp(path, cfg->prefix, cfg->prefix_len) != 0) {
+        /*
+         * Outside the prefix: not ours. The exact prefix without its slash
+         * redirects. With `internal`, only wharf-proxy's internal redirects
+         * are ours: the client's own requests go back (the proxy says 404).
+         */
+        if ((size_t) n < cfg->prefix_len || memcmp(path, cfg->prefix, cfg->prefix_len) != 0 ||
+            (cfg->s.internal && !ctx->internal)) {
+                if (cfg->s.internal && !ctx->internal && !ctx->handed_off)
+                        return error_plan(ctx, req, 404, NULL, w);
                 if (ctx->handed_off)
                         return PLAN_HANDBACK;
                 if ((size_t) n + 1 == cfg->prefix_len && memcmp(path, cfg->prefix, (size_t) n) == 0)
@@ -824,10 +898,14 @@ enum plan static_handle_request(struct request_ctx *ctx, const struct http_reque
                         status = 206;
         }
 
+        struct app_headers app = ctx->internal ? app_headers_scan(req) : (struct app_headers){0};
         ctx->status = not_modified ? 304 : status;
         write_common_headers(ctx, w, req->minor_version, ctx->status);
         if (!not_modified) {
-                http_write_header_str(w, "Content-Type", e->content_type);
+                if (app.content_type.len)
+                        http_write_header(w, "Content-Type", app.content_type);
+                else
+                        http_write_header_str(w, "Content-Type", e->content_type);
                 http_write_header_u64(w, "Content-Length", length);
         }
         http_write_header_str(w, "Last-Modified", send->last_modified);
@@ -845,7 +923,10 @@ enum plan static_handle_request(struct request_ctx *ctx, const struct http_reque
                 http_write_header_str(w, "Content-Encoding", "gzip");
         if (vary)
                 http_write_header_str(w, "Vary", "Accept-Encoding");
-        write_expires(ctx, w);
+        if (!app.caching || ctx->cfg->expires_mode != EXPIRES_OFF)
+                write_expires(ctx, w);
+        if (ctx->internal)
+                app_headers_write(ctx, req, w);
         write_connection(ctx, w, req->minor_version);
         (void) http_write_end(w);
 

@@ -110,7 +110,8 @@ static void chan_adopt(struct chan *ch, int fd, const struct handoff_info *info)
         c->chan = ch;
         ch->refs++;
         c->requests = info->requests;
-        c->handoff_flags = info->flags;
+        c->handoff_flags = info->flags & ~HANDOFF_F_INTERNAL;
+        c->internal_first = info->flags & HANDOFF_F_INTERNAL;
         memcpy(&c->peer, &info->peer, sizeof(c->peer));
         c->peer_len = info->peer_len;
         if (info->data_len > 0 && conn_input(c, info->data, info->data_len) < 0) {

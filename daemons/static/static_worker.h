@@ -83,6 +83,7 @@ struct conn {
         bool handback_after;
         bool handed_off;        /* came through a handoff channel */
         uint32_t handoff_flags; /* as received, returned unchanged on handback */
+        bool internal_first;    /* HANDOFF_F_INTERNAL: the first request is an internal redirect */
         bool shut;              /* shutdown() already done */
         bool handed_back;       /* the proxy has it now: close our copy, never shut it down */
         bool hb_sent;           /* the handback message is in flight */

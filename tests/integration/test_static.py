@@ -111,6 +111,18 @@ def test_default_type_is_configurable(start_static):
     assert media_type(s.get("/style.css")).startswith("text/css")
 
 
+def test_internal_serves_nothing_directly(start_static):
+    """internal = on: only wharf-proxy's internal redirects (X-Accel-Redirect,
+    tested with the proxy) are served; a client on a listener gets 404,
+    and Wharf-Response-Header from a client does nothing."""
+    s = start_static(config={"internal": True})
+    r = s.get("/index.html", headers={"Wharf-Response-Header": "Set-Cookie: x=1"})
+    assert r.status == 404 and r.header("Set-Cookie") is None
+    plain = start_static()
+    r = plain.get("/index.html", headers={"Wharf-Response-Header": "Set-Cookie: x=1"})
+    assert r.status == 200 and r.header("Set-Cookie") is None
+
+
 def test_server_tokens_off(start_static):
     s = start_static(config={"server_tokens": False})
     assert s.get("/index.html").header("Server") == "wharf"

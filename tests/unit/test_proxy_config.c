@@ -720,6 +720,27 @@ static void test_limit_req(void)
         proxy_config_free(c);
 }
 
+static void test_internal_and_x_accel(void)
+{
+        struct proxy_config *c =
+            load("[server]\n[upstream app]\nserver = unix:/run/app.sock\n"
+                 "[location /]\nuwsgi_pass = app\n"
+                 "[location /api/]\nuwsgi_pass = app\nx_accel_redirect = off\n"
+                 "[location /protected/]\nstatic = /run/s.sock\ninternal = on\n");
+        ok(c != NULL, "internal and x_accel_redirect load");
+        if (c) {
+                const struct vserver *vs = &c->servers[0];
+                const struct location *root = proxy_find_location(vs, "/x", 2);
+                const struct location *api = proxy_find_location(vs, "/api/x", 6);
+                const struct location *prot = proxy_find_location(vs, "/protected/a", 12);
+                ok(root && root->x_accel && !root->internal,
+                   "X-Accel-Redirect is followed by default, as in nginx");
+                ok(api && !api->x_accel, "x_accel_redirect = off");
+                ok(prot && prot->internal, "internal = on");
+        }
+        proxy_config_free(c);
+}
+
 static void test_no_locations_warns(void)
 {
         struct proxy_config *c = load("[server]\nserver_name = a\n");
@@ -747,6 +768,7 @@ int main(void)
         subtest("log escapes", test_log_escapes);
         subtest("log_format in the config", test_log_format_config);
         subtest("limit_req", test_limit_req);
+        subtest("internal and x_accel_redirect", test_internal_and_x_accel);
         config_diag_done(&diag);
         return done_testing();
 }
