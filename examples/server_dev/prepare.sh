@@ -32,6 +32,12 @@ manage() {
 
 manage migrate --noinput
 manage collectstatic --noinput
+# MEDIA_ROOT exists before the first upload: a front may serve it from the start.
+manage shell -c "
+import os
+from django.conf import settings
+os.makedirs(settings.MEDIA_ROOT, mode=0o755, exist_ok=True)
+"
 
 password=${1:-${DJANGO_SUPERUSER_PASSWORD:-}}
 exists=$(manage shell -c "

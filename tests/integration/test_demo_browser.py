@@ -10,6 +10,7 @@ serves (through the connection handoff), was applied. A screenshot of the
 logged-in page is kept in out/test-artifacts/.
 """
 
+import hashlib
 import os
 import shutil
 import socket
@@ -51,6 +52,7 @@ def stack():
         "DJANGO_MEDIA_ROOT": str(state / "media"),
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
         "DJANGO_SECRET_KEY": "browser-test-" + os.urandom(16).hex(),
+        "DJANGO_X_ACCEL_PREFIX": "/protected/",
         "PYTHONDONTWRITEBYTECODE": "1",
     }
     project = work / "server_dev"
@@ -82,11 +84,24 @@ def stack():
         daemons.append(static.start())
         static.wait_ready()
 
+        # MEDIA_ROOT, for the board's X-Accel-Redirect only.
+        media_handoff = work / "media.handoff"
+        (state / "media").mkdir(exist_ok=True)
+        (work / "media.ini").write_text(
+            f"[static]\nroot = {state / 'media'}\nprefix = /protected/\ninternal = on\n")
+        media = wh.Daemon(
+            [wh.daemon_binary("static"), "-c", work / "media.ini"],
+            sockets=[("handoff", wh.bind_unix(media_handoff, socket.SOCK_SEQPACKET))],
+            workdir=work, name="wharf-static-media")
+        daemons.append(media.start())
+        media.wait_ready()
+
         (work / "proxy.ini").write_text(
             "[server]\nserver_name = localhost\nclient_max_body_size = 75M\ngzip = on\n"
             f"access_log = file:{work / 'access.log'}\n\n"
             f"[upstream django]\nserver = unix:{wsgi_path}\nkeepalive = 4\n\n"
             f"[location /static/]\nstatic = {handoff}\n\n"
+            f"[location /protected/]\nstatic = {media_handoff}\ninternal = on\n\n"
             "[location /]\nuwsgi_pass = django\n")
         http = wh.bind_tcp()
         port = http.getsockname()[1]
@@ -94,7 +109,7 @@ def stack():
                           sockets=[("http", http)], workdir=work, name="wharf-proxy")
         daemons.append(proxy.start())
         proxy.wait_ready()
-        yield f"http://127.0.0.1:{port}", work
+        yield f"http://127.0.0.1:{port}", work, project, env
         # Every daemon is stopped before any problem is reported.
         problems = []
         for d in reversed(daemons):
@@ -135,7 +150,7 @@ def browser():
 
 
 def test_admin_login_with_static_styles(stack, browser):
-    base, work = stack
+    base, work, _, _ = stack
     browser.get(base + "/admin/")
     # Not logged in: Django redirects to the login form.
     WebDriverWait(browser, 20).until(ec.presence_of_element_located((By.ID, "id_username")))
@@ -179,3 +194,41 @@ def test_admin_login_with_static_styles(stack, browser):
     log = (work / "access.log").read_text()
     assert '"POST /admin/login/?next=/admin/ HTTP/1.1" 302' in log
     assert 'upstream="unix:' in log
+
+
+def test_attachment_download_through_x_accel(stack, browser):
+    """A post's attachment, as the board links it: Django's view answers
+    with X-Accel-Redirect, and the file comes from the second wharf-static
+    (internal, MEDIA_ROOT), with the view's Content-Disposition."""
+    base, work, project, env = stack
+    data = bytes(range(256)) * 300
+    make = ("from django.core.files.base import ContentFile\n"
+            "from board.models import Post\n"
+            "p = Post(title='with a file')\n"
+            "p.attachment.save('report 1.pdf', ContentFile(bytes(range(256)) * 300))\n")
+    out = subprocess.run([PYTHON, "manage.py", "shell"], input=make, cwd=project,
+                         env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+
+    browser.get(base + "/")
+    link = browser.find_element(By.CSS_SELECTOR, "a[href$='/attachment/']")
+    status, disposition, ctype, digest = browser.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "fetch(arguments[0]).then(async r => {"
+        "  const sum = await crypto.subtle.digest('SHA-256', await r.arrayBuffer());"
+        "  const hex = Array.from(new Uint8Array(sum), b => b.toString(16).padStart(2, '0'));"
+        "  done([r.status, r.headers.get('content-disposition'),"
+        "        r.headers.get('content-type'), hex.join('')]);"
+        "}).catch(e => done([0, String(e), '', '']));", link.get_attribute("href"))
+    assert status == 200, disposition
+    assert digest == hashlib.sha256(data).hexdigest()
+    assert ctype == "application/pdf"
+    assert disposition.startswith("attachment; filename*=UTF-8''report_1")  # storage's name
+
+    # A range of it, and the internal location is not there for a client.
+    path = link.get_attribute("href")[len(base):]
+    address = ("127.0.0.1", int(base.rsplit(":", 1)[1]))
+    with wh.HttpConnection(address, timeout=10) as c:
+        r = c.exchange("GET", path, [("Range", "bytes=256-511")])
+        assert r.status == 206 and r.body == data[256:512]
+        assert c.exchange("GET", "/protected/posts/").status == 404

@@ -114,6 +114,34 @@ done
 check "the access log is in the journal of wharf-proxy" \
 	bash -c 'journalctl --no-pager -u wharf-proxy.service | grep -q "\"GET / HTTP/1.1\" 200"'
 
+# ---- attachments: X-Accel-Redirect to a wharf-static@media ---------------
+
+install -d /etc/systemd/system/wharf-wsgi@server_dev.service.d
+cp /usr/share/doc/wharf-common/drop-ins/wharf-wsgi@server_dev.service.d/media.conf \
+	/etc/systemd/system/wharf-wsgi@server_dev.service.d/
+echo "env = DJANGO_X_ACCEL_PREFIX=/protected/" >>/etc/wharf/wsgi/server_dev.ini
+printf '%s\n' "[static]" "root = $state/media" "prefix = /protected/" "internal = on" \
+	"access_log = journal" >/etc/wharf/static-media.ini
+printf '%s\n' "" "[location /protected/]" "static = /run/wharf/static-media.handoff" \
+	"internal = on" >>/etc/wharf/proxy.ini
+systemctl daemon-reload
+systemctl enable --now wharf-static@media.socket >/dev/null 2>&1
+systemctl restart wharf-wsgi@server_dev.service
+systemctl reload wharf-proxy.service
+post=$(runuser -u wharf-wsgi -- /usr/bin/python3 /srv/server_dev/manage.py shell -c "
+from django.core.files.base import ContentFile
+from board.models import Post
+p = Post(title='e2e attachment')
+p.attachment.save('e2e.txt', ContentFile(b'protected e2e bytes'))
+print(p.pk)" 2>/tmp/post.err) || { cat /tmp/post.err; fail "a post with an attachment"; }
+body=$(curl -s --max-time 20 -D /tmp/att.head "http://127.0.0.1/posts/$post/attachment/")
+check "the attachment through X-Accel-Redirect ('$body')" test "$body" = "protected e2e bytes"
+check "... with the view's Content-Disposition" \
+	grep -qi "^content-disposition: attachment; filename\*=UTF-8''e2e" /tmp/att.head
+check "... sent by wharf-static@media" systemctl is-active --quiet wharf-static@media.service
+code=$(http_code "http://127.0.0.1/protected/$(basename "$(find "$state/media" -name 'e2e*')")")
+check "the internal location is not there for a client: 404 (got $code)" test "$code" = 404
+
 # ---- restarts and reloads under load lose nothing -----------------------
 
 for u in wharf-proxy.service wharf-static.service wharf-wsgi@server_dev.service; do
@@ -273,7 +301,8 @@ check "the connections of the reload survived: GET / still 200" \
 
 # ---- the sandbox ---------------------------------------------------------
 
-for u in wharf-proxy.service wharf-static.service wharf-wsgi@server_dev.service; do
+for u in wharf-proxy.service wharf-static.service wharf-static@media.service \
+	wharf-wsgi@server_dev.service; do
 	score=$(systemd-analyze security "$u" 2>/dev/null |
 		grep -oE 'Overall exposure level for [^:]+: [0-9.]+' | awk '{print $NF}')
 	measure "systemd-analyze security $u: $score"
@@ -282,14 +311,15 @@ done
 check "systemd-analyze verify of the installed units (no man in this container)" \
 	systemd-analyze verify --man=no /lib/systemd/system/wharf-proxy.socket \
 	/lib/systemd/system/wharf-proxy.service /lib/systemd/system/wharf-static.socket \
-	/lib/systemd/system/wharf-static.service /lib/systemd/system/wharf-wsgi@server_dev.socket \
+	/lib/systemd/system/wharf-static.service /lib/systemd/system/wharf-static@media.socket \
+	/lib/systemd/system/wharf-static@media.service /lib/systemd/system/wharf-wsgi@server_dev.socket \
 	/lib/systemd/system/wharf-wsgi@server_dev.service
 
 # ---- stop: nothing left behind --------------------------------------------
 
 systemctl stop wharf-proxy.socket wharf-static.socket wharf-wsgi@server_dev.socket \
-	wharf-wsgi@second.socket wharf-proxy.service wharf-static.service \
-	wharf-wsgi@server_dev.service wharf-wsgi@second.service
+	wharf-wsgi@second.socket wharf-static@media.socket wharf-proxy.service wharf-static.service \
+	wharf-wsgi@server_dev.service wharf-wsgi@second.service wharf-static@media.service
 sleep 0.5
 check "no wharf process is left" bash -c '! pgrep -x wharf-proxy && ! pgrep -x wharf-static && ! pgrep -x wharf-wsgi'
 left=$(find /run/wharf -type s 2>/dev/null | wc -l)

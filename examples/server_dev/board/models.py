@@ -19,6 +19,12 @@ class Post(models.Model):
     def get_absolute_url(self):
         return reverse('board:index') + f'#post-{self.pk}'
 
+    def attachment_url(self):
+        """Where the attachment is downloaded: the view that checks and sends it."""
+        if not self.attachment:
+            return None
+        return reverse('board:attachment', args=[self.pk])
+
     def as_json(self):
         """The post as the JSON API shows it."""
         return {
@@ -26,5 +32,5 @@ class Post(models.Model):
             'title': self.title,
             'body': self.body,
             'created': self.created.isoformat(),
-            'attachment': self.attachment.url if self.attachment else None,
+            'attachment': self.attachment_url(),
         }

@@ -103,7 +103,7 @@ class ApiPostsTests(MediaRootTestCase):
             'created': first.created.isoformat(),
             'attachment': None,
         })
-        self.assertRegex(posts[0]['attachment'], r'^/media/posts/\d{4}/\d{2}/note[^/]*\.txt$')
+        self.assertEqual(posts[0]['attachment'], f'/posts/{second.pk}/attachment/')
 
     def test_one_query(self):
         Post.objects.bulk_create(Post(title=f't{i}') for i in range(30))
@@ -279,6 +279,43 @@ class UploadTests(MediaRootTestCase):
     def test_allows_25_mib(self):
         self.assertEqual(settings.BOARD_UPLOAD_MAX_SIZE, 25 * 1024 * 1024)
         self.assertLess(settings.FILE_UPLOAD_MAX_MEMORY_SIZE, 20 * 1024 * 1024)
+
+
+class AttachmentTests(MediaRootTestCase):
+    def post_with(self, name, data):
+        return Post.objects.create(title='t', attachment=SimpleUploadedFile(name, data))
+
+    def test_streamed_without_a_front(self):
+        post = self.post_with('report.txt', b'report contents\n')
+        response = self.client.get(f'/posts/{post.pk}/attachment/')
+        self.assertEqual(response.status_code, 200)
+        self.assertEqual(b''.join(response.streaming_content), b'report contents\n')
+        self.assertEqual(response['Content-Disposition'], 'attachment; filename="report.txt"')
+        self.assertNotIn('X-Accel-Redirect', response)
+
+    @override_settings(BOARD_X_ACCEL_PREFIX='/protected/')
+    def test_named_to_the_front(self):
+        post = self.post_with('a report é.pdf', b'%PDF-1.4 not really\n')
+        response = self.client.get(f'/posts/{post.pk}/attachment/')
+        self.assertEqual(response.status_code, 200)
+        self.assertEqual(response.content, b'')
+        self.assertEqual(response['Content-Type'], 'application/pdf')
+        name = post.attachment.name
+        self.assertTrue(name.startswith('posts/'))
+        quoted = name.replace(' ', '%20').replace('é', '%C3%A9')
+        self.assertEqual(response['X-Accel-Redirect'], '/protected/' + quoted)
+        self.assertEqual(response['Content-Disposition'],
+                         "attachment; filename*=UTF-8''" + quoted.rsplit('/', 1)[1])
+
+    def test_the_board_links_the_view(self):
+        post = self.post_with('note.txt', b'x')
+        self.assertContains(self.client.get('/'), f'href="/posts/{post.pk}/attachment/"')
+
+    def test_missing(self):
+        self.assertEqual(self.client.get('/posts/999/attachment/').status_code, 404)
+        post = Post.objects.create(title='no file')
+        self.assertEqual(self.client.get(f'/posts/{post.pk}/attachment/').status_code, 404)
+        self.assertEqual(self.client.post(f'/posts/{post.pk}/attachment/').status_code, 405)
 
 
 class EchoTests(TestCase):

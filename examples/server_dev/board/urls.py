@@ -10,5 +10,6 @@ urlpatterns = [
     path('hello/', views.hello, name='hello'),
     path('posts/new/', views.new_post, name='new_post'),
     path('upload/', views.upload, name='upload'),
+    path('posts/<int:pk>/attachment/', views.attachment, name='attachment'),
     path('echo/', views.echo, name='echo'),
 ]

@@ -1,10 +1,12 @@
 import hashlib
+import mimetypes
 import os
+from urllib.parse import quote
 
 from django.conf import settings
 from django.core.files.storage import default_storage
-from django.http import HttpResponse, HttpResponseRedirect, JsonResponse
-from django.shortcuts import render
+from django.http import FileResponse, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_safe
@@ -88,6 +90,30 @@ def stored_file_digest(name):
             size += len(chunk)
             digest.update(chunk)
     return size, digest.hexdigest()
+
+
+@require_safe
+def attachment(request, pk):
+    """A post's attachment, as a download. This is where an application
+    decides who may have a file; here, anyone who may see the post. Behind
+    a front with an internal location for MEDIA_ROOT (BOARD_X_ACCEL_PREFIX),
+    the answer only names the file (X-Accel-Redirect) and the front sends
+    it, zero-copy, with ranges and conditionals; otherwise it is streamed
+    from here."""
+    post = get_object_or_404(Post, pk=pk)
+    if not post.attachment:
+        return HttpResponse('No attachment.\n', status=404, content_type='text/plain')
+    filename = os.path.basename(post.attachment.name)
+    prefix = settings.BOARD_X_ACCEL_PREFIX
+    if not prefix:
+        return FileResponse(post.attachment.open('rb'), as_attachment=True, filename=filename)
+    content_type, encoding = mimetypes.guess_type(filename)
+    response = HttpResponse(content_type=content_type or 'application/octet-stream')
+    if encoding:
+        response['Content-Encoding'] = encoding
+    response['Content-Disposition'] = f"attachment; filename*=UTF-8''{quote(filename)}"
+    response['X-Accel-Redirect'] = quote(prefix + post.attachment.name)
+    return response
 
 
 @require_http_methods(['GET', 'HEAD', 'POST'])

@@ -10,6 +10,9 @@ read what differs between machines from the environment:
     DJANGO_DATABASE_PATH   the SQLite file (default: db.sqlite3 here)
     DJANGO_STATIC_ROOT     where collectstatic puts files (default: static_root/)
     DJANGO_MEDIA_ROOT      where uploads are stored (default: media/)
+    DJANGO_X_ACCEL_PREFIX  the front's internal location for MEDIA_ROOT
+                           (/protected/): attachments are then sent with
+                           X-Accel-Redirect (default: the view sends them)
     DJANGO_LOG_LEVEL       of the logs written to stderr (default: INFO)
 
 For more information on this file, see
@@ -184,7 +187,20 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 FILE_UPLOAD_TEMP_DIR = None
 FILE_UPLOAD_PERMISSIONS = 0o644
+# Whatever the process's umask: the front (wharf-static, nginx) reads them.
+FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o755
 BOARD_UPLOAD_MAX_SIZE = 25 * 1024 * 1024
+
+# Attachments go through a view (where an application checks who may have
+# them). Behind nginx or wharf, the view only says which file, with
+# X-Accel-Redirect: BOARD_X_ACCEL_PREFIX + the file's name, and the front
+# serves MEDIA_ROOT from an internal location there. Without it the view
+# streams the file itself (runserver, uWSGI alone).
+BOARD_X_ACCEL_PREFIX = os.environ.get('DJANGO_X_ACCEL_PREFIX', '')
+if BOARD_X_ACCEL_PREFIX and not (
+    BOARD_X_ACCEL_PREFIX.startswith('/') and BOARD_X_ACCEL_PREFIX.endswith('/')
+):
+    raise ImproperlyConfigured('DJANGO_X_ACCEL_PREFIX must start and end with /')
 
 
 # CSRF and sessions over plain http: the cookies must not be Secure-only,
