@@ -159,6 +159,8 @@ static void chan_adopt(struct chan *ch, int fd, const struct handoff_info *info)
         c->requests = info->requests;
         c->handoff_flags = info->flags & ~(HANDOFF_F_REFUSED | HANDOFF_F_ACK | HANDOFF_F_INTERNAL);
         c->static_refused = info->flags & HANDOFF_F_REFUSED;
+        /* A refused internal redirect is still one: its location answers (502), not a 404. */
+        c->internal = c->static_refused && (info->flags & HANDOFF_F_INTERNAL);
         memcpy(&c->peer, &info->peer, sizeof(c->peer));
         c->peer_len = info->peer_len;
         conn_start(c, info->data, info->data_len);

@@ -74,10 +74,15 @@ def upstream():
 
 
 @pytest.fixture
-def wharf(proxies, files, upstream):
+def static_config():
+    return {"prefix": "/protected/", "internal": "on"}
+
+
+@pytest.fixture
+def wharf(proxies, files, upstream, static_config):
     work = wh.short_tempdir("pa-st-")
     st = StaticServer(static_binary_or_skip(), files, work, sockets=("handoff",),
-                      config={"prefix": "/protected/", "internal": "on"})
+                      config=static_config)
     st.start()
     p = proxies(f"[server]\nworkers = 1\n[upstream u]\nserver = {upstream.address}\n"
                 f"[location /]\nproxy_pass = u\n"
@@ -180,3 +185,15 @@ def test_x_accel_redirect_off_passes_the_response(proxies, upstream):
                 "[location /]\nproxy_pass = u\nx_accel_redirect = off\n")
     r = p.get("/download/report.pdf")
     assert r.status == 200 and r.body == b"the application's own body"
+
+
+@pytest.mark.parametrize("static_config", [{"prefix": "/protected/", "internal": "on",
+                                            "max_connections": 1, "workers": 1}])
+def test_a_full_wharf_static_gives_502_not_404(wharf):
+    """The redirected request comes back refused (wharf-static at its
+    limit): it is still internal, so the client gets the 502 of a full
+    wharf-static rather than the 404 of a location it may not ask for."""
+    with wh.HttpConnection(wharf.address, timeout=10) as first:
+        first.send(wh.build_request("GET", "/download/report.pdf"))
+        assert first.read_response("GET").status == 200  # and stays there: it is full
+        assert outcome(wharf.address, "GET", "/download/report.pdf", [])[0] == 502
