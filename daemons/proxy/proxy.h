@@ -145,6 +145,7 @@ struct location {
         int limit_status; /* limit_req_status: for a refused request */
         bool internal; /* only internal redirects (X-Accel-Redirect) reach it: nginx's internal */
         bool x_accel;  /* an upstream's X-Accel-Redirect is followed (uwsgi_pass, proxy_pass) */
+        bool request_buffering; /* read a body whole before the upstream sees it */
 };
 
 /* error_page: the body wharf-proxy sends, instead of its own, with this status. */
@@ -172,6 +173,7 @@ struct vserver {
         struct location *locations;
         size_t n_locations;
         uint64_t client_max_body_size;
+        uint64_t client_body_buffer_size; /* a buffered body beyond this goes to a file */
         uint64_t client_header_timeout, client_body_timeout, send_timeout; /* ms */
         uint64_t keepalive_timeout;                                        /* ms */
         unsigned keepalive_requests;
@@ -216,8 +218,9 @@ struct proxy_config {
         unsigned workers;
         unsigned max_connections;
         uint64_t max_header_size;
-        uint64_t response_buffer; /* response bytes buffered per client */
-        uint64_t splice_min;      /* response bodies this long are spliced; 0: never */
+        uint64_t response_buffer;    /* response bytes buffered per client */
+        uint64_t splice_min;         /* response bodies this long are spliced; 0: never */
+        char *client_body_temp_path; /* where request bodies too big for memory go */
         char *error_log;
         int log_level;
         char server_header[64];

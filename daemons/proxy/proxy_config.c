@@ -38,6 +38,8 @@ struct server_settings {
         struct config_strv server_name;
         struct config_strv listen;
         uint64_t client_max_body_size;
+        uint64_t client_body_buffer_size;
+        const char *client_body_temp_path;
         uint64_t client_header_timeout, client_body_timeout, send_timeout, keepalive_timeout;
         unsigned keepalive_requests;
         bool server_tokens;
@@ -80,6 +82,8 @@ static const struct config_key server_keys[] = {
     S(server_name, CONFIG_STRV),
     S(listen, CONFIG_STRV),
     S(client_max_body_size, CONFIG_SIZE),
+    S(client_body_buffer_size, CONFIG_SIZE),
+    S(client_body_temp_path, CONFIG_STRING),
     S(client_header_timeout, CONFIG_DURATION),
     S(client_body_timeout, CONFIG_DURATION),
     S(send_timeout, CONFIG_DURATION),
@@ -112,9 +116,9 @@ static const struct config_key server_keys[] = {
 /* Keys that concern the whole process, not one virtual server. */
 static bool key_is_global(const char *key)
 {
-        static const char *const global[] = {"listen",          "error_log", "log_level",
-                                             "max_connections", "workers",   "max_header_size",
-                                             "response_buffer", "splice_min"};
+        static const char *const global[] = {
+            "listen",          "error_log",       "log_level",  "max_connections",      "workers",
+            "max_header_size", "response_buffer", "splice_min", "client_body_temp_path"};
         for (size_t i = 0; i < ARRAY_SIZE(global); i++)
                 if (streq(key, global[i]))
                         return true;
@@ -161,6 +165,7 @@ struct location_settings {
         bool has_limit_req_status;
         bool internal;
         bool x_accel_redirect;
+        bool request_buffering;
 };
 
 #define L(name, key, type)                                                                         \
@@ -178,6 +183,7 @@ static const struct config_key location_keys[] = {
     L(limit_req_status, "limit_req_status", CONFIG_UINT),
     L(internal, "internal", CONFIG_BOOL),
     L(x_accel_redirect, "x_accel_redirect", CONFIG_BOOL),
+    L(request_buffering, "request_buffering", CONFIG_BOOL),
     {},
 };
 #undef L
@@ -311,6 +317,8 @@ static void server_defaults(struct server_settings *s)
 
         *s = (struct server_settings){
             .client_max_body_size = 1024 * 1024,
+            .client_body_buffer_size = 16 * 1024,
+            .client_body_temp_path = "/var/tmp",
             .client_header_timeout = 60000,
             .client_body_timeout = 60000,
             .send_timeout = 60000,
@@ -1056,7 +1064,9 @@ static int collect(struct builder *b)
                                 b->loc_first[n - 1] = e;
                                 b->loc_server[n - 1] = (unsigned) c->n_servers - 1;
                                 target = &b->loc_settings[n - 1];
-                                b->loc_settings[n - 1].x_accel_redirect = true; /* as nginx */
+                                /* As nginx: X-Accel-Redirect followed, bodies buffered. */
+                                b->loc_settings[n - 1].x_accel_redirect = true;
+                                b->loc_settings[n - 1].request_buffering = true;
                                 keys = location_keys;
                                 break;
                         }
@@ -1364,6 +1374,7 @@ static int build_location(struct builder *b, size_t i, struct location *l)
         l->gzip = s->has_gzip ? s->gzip : vs->gzip.on;
         l->internal = s->internal;
         l->x_accel = s->x_accel_redirect;
+        l->request_buffering = s->request_buffering;
         {
                 /* A location without allow/deny of its own has its server's, as in nginx. */
                 const struct server_settings *ss = &b->server_settings[b->loc_server[i]];
@@ -1503,6 +1514,7 @@ static int build_servers(struct builder *b)
                         }
                 }
                 vs->client_max_body_size = s->client_max_body_size;
+                vs->client_body_buffer_size = s->client_body_buffer_size;
                 vs->client_header_timeout = s->client_header_timeout;
                 vs->client_body_timeout = s->client_body_timeout;
                 vs->send_timeout = s->send_timeout;
@@ -1585,6 +1597,18 @@ static int build_global(struct builder *b)
                 config_diag_add(b->diag, true, b->f ? b->f->path : "--max-header-size", 0,
                                 "max_header_size", "must be between 1k and 1M%s", "");
         c->response_buffer = g->response_buffer < 64 * 1024 ? 64 * 1024 : g->response_buffer;
+        c->client_body_temp_path = strdup(g->client_body_temp_path);
+        if (!c->client_body_temp_path)
+                return -ENOMEM;
+        /* Where request bodies are buffered must take a temporary file now, not at the first
+         * upload. */
+        int fd = open(g->client_body_temp_path, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+        if (fd < 0)
+                config_diag_add(b->diag, true, b->f ? b->f->path : "--client-body-temp-path", 0,
+                                "client_body_temp_path", "cannot make a temporary file in '%s': %s",
+                                g->client_body_temp_path, strerror(errno));
+        else
+                (void) close(fd);
         c->splice_min = g->splice_min;
         c->log_level = LOG_INFO;
         if (g->log_level) {
@@ -1788,6 +1812,7 @@ struct proxy_config *proxy_config_free(struct proxy_config *c)
                 limit_table_unref(c->zones[i].table);
         }
         free(c->zones);
+        free(c->client_body_temp_path);
         config_strv_done(&c->listen);
         free(c->error_log);
         config_file_free(c->file);

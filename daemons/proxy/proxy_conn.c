@@ -70,6 +70,7 @@ struct conn *conn_new(struct worker *w, int fd, unsigned local_port)
         c->op_sp_out.handler = on_writable;
         c->op_handoff.handler = on_handoff;
         c->op_delay.handler = on_delay_done;
+        reqbody_init(&c->rb);
         c->peer_len = sizeof(c->peer);
         if (getpeername(fd, (struct sockaddr *) &c->peer, &c->peer_len) < 0)
                 c->peer_len = 0;
@@ -401,9 +402,9 @@ static void conn_free(struct conn *c)
                 close(c->fd);
         c->fd = -1;
         free(c->in);
-        free(c->cbody);
+        reqbody_free(&c->rb);
         free(c->uphead);
-        c->in = c->cbody = c->uphead = NULL;
+        c->in = c->uphead = NULL;
         free(c->lf);
         c->lf = NULL;
         free(c->req_head);
@@ -517,10 +518,10 @@ static void request_reset(struct conn *c)
                 atomic_fetch_sub(&c->cfg->refs, 1);
                 c->cfg = NULL;
         }
-        free(c->cbody);
+        reqbody_free(&c->rb);
+        c->buffered = false;
         free(c->uphead);
-        c->cbody = c->uphead = NULL;
-        c->cbody_len = c->cbody_cap = c->cbody_sent = 0;
+        c->uphead = NULL;
         c->uphead_len = c->uphead_sent = 0;
         c->vs = NULL;
         c->loc = NULL;
@@ -1407,8 +1408,15 @@ static void conn_route(struct conn *c, const struct http_request *req, size_t he
                 if (c->req_head)
                         memcpy(c->req_head, c->in + c->in_start, head_len);
         }
-        if (req->body == HTTP_BODY_CHUNKED) {
-                /* The upstream needs a length: buffer the body first, as nginx does. */
+        /*
+         * The body is read whole first when it is chunked (uwsgi needs a
+         * length) and, with request_buffering, when it has not all come with
+         * the head: a slow client must not hold an application worker. As
+         * nginx does. One that came whole goes from the input as it is.
+         */
+        bool whole = req->body == HTTP_BODY_LENGTH && req->content_length <= c->in_len - head_len;
+        if (req->body == HTTP_BODY_CHUNKED ||
+            (req->body == HTTP_BODY_LENGTH && c->loc->request_buffering && !whole)) {
                 c->uphead = malloc(head_len);
                 if (!c->uphead) {
                         conn_close(c);
@@ -1416,8 +1424,12 @@ static void conn_route(struct conn *c, const struct http_request *req, size_t he
                 }
                 memcpy(c->uphead, c->in + c->in_start, head_len);
                 c->uphead_len = head_len;
-                http_chunked_init(&c->chunk, limit);
+                if (req->body == HTTP_BODY_CHUNKED)
+                        http_chunked_init(&c->chunk, limit);
+                else
+                        c->body_left = req->content_length;
                 conn_consume(c, head_len);
+                c->buffered = true;
                 c->phase = PH_BODY;
                 c->deadline = w->now + c->vs->client_body_timeout;
                 conn_expect_continue(c, req);
@@ -1431,8 +1443,11 @@ static void conn_route(struct conn *c, const struct http_request *req, size_t he
         exchange_start(c, req, head_len);
 }
 
-/* Buffers a chunked body; when it is complete the exchange starts. */
-static void conn_read_chunked(struct conn *c)
+/*
+ * Reads a buffered body (chunked, decoded; or Content-Length bytes) into
+ * c->rb; when it is complete the exchange starts.
+ */
+static void conn_read_body(struct conn *c)
 {
         size_t data = 0;
         ssize_t r;
@@ -1442,22 +1457,23 @@ static void conn_read_chunked(struct conn *c)
                         conn_close(c);
                 return;
         }
-        r = http_chunked_decode(&c->chunk, c->in + c->in_start, c->in_len, &data);
-        if (data > 0) {
-                if (c->cbody_len + data > c->cbody_cap) {
-                        size_t cap = c->cbody_cap ? c->cbody_cap : 64 * 1024;
-                        while (cap < c->cbody_len + data)
-                                cap *= 2;
-                        char *p = realloc(c->cbody, cap);
-                        if (!p) {
-                                conn_close(c);
-                                return;
-                        }
-                        c->cbody = p;
-                        c->cbody_cap = cap;
-                }
-                memcpy(c->cbody + c->cbody_len, c->in + c->in_start, data);
-                c->cbody_len += data;
+        if (c->body == HTTP_BODY_CHUNKED) {
+                r = http_chunked_decode(&c->chunk, c->in + c->in_start, c->in_len, &data);
+        } else {
+                data = (size_t) min_u64(c->body_left, c->in_len);
+                c->body_left -= data;
+                r = c->body_left == 0 ? (ssize_t) data : -EAGAIN;
+        }
+        int e = reqbody_add(&c->rb, c->in + c->in_start, data, c->vs->client_body_buffer_size,
+                            c->cfg->client_body_temp_path);
+        if (e < 0) {
+                log_error("request body: cannot keep it (client_body_temp_path %s): %s",
+                          c->cfg->client_body_temp_path, strerror(-e));
+                c->phase = PH_HEAD;
+                c->body_left = 0;
+                c->close_after = true; /* the rest of the body is still to come */
+                conn_local_error(c, 500);
+                return;
         }
         if (r == -EAGAIN) {
                 conn_consume(c, c->in_len);
@@ -1482,7 +1498,7 @@ static void conn_process(struct conn *c)
         ssize_t r;
 
         if (c->phase == PH_BODY) {
-                conn_read_chunked(c);
+                conn_read_body(c);
                 return;
         }
         if (c->phase != PH_HEAD)

@@ -538,7 +538,7 @@ void exchange_start(struct conn *c, const struct http_request *req, size_t head_
         ssize_t r;
 
         if (!req) {
-                /* A chunked request, now buffered: its head was kept in uphead. */
+                /* A buffered request: its head was kept in uphead, its body is in rb. */
                 saved = TAKE_PTR(c->uphead);
                 r = http_parse_request(saved, c->uphead_len, c->uphead_len, &saved_req);
                 if (r < 0) {
@@ -547,7 +547,7 @@ void exchange_start(struct conn *c, const struct http_request *req, size_t head_
                         return;
                 }
                 req = &saved_req;
-                body_len = c->cbody_len;
+                body_len = c->rb.len;
         } else {
                 body_len = req->body == HTTP_BODY_LENGTH ? req->content_length : 0;
         }
@@ -620,12 +620,12 @@ static void up_fail(struct conn *c, int status, const char *what, int err)
                 server_failed(up, u->server, c->w->now);
         up_release(c, false);
         if (c->rstate == RESP_HEAD) {
-                bool body_intact = c->body == HTTP_BODY_CHUNKED || c->body_sent == 0;
+                bool body_intact = c->buffered || c->body_sent == 0;
                 bool again =
                     body_intact && (connect_failed || was_reused || method_idempotent(c->method));
                 if (again && (c->tries < up->n_servers || was_reused)) {
                         c->uphead_sent = 0;
-                        c->cbody_sent = 0;
+                        reqbody_rewind(&c->rb);
                         c->rstate = RESP_HEAD;
                         if (was_reused) {
                                 c->tries--; /* a stale pooled connection is no real try */
@@ -740,13 +740,19 @@ static void up_send_pump(struct conn *c)
         if (c->uphead_sent < c->uphead_len)
                 u->iov[n++] =
                     (struct iovec){c->uphead + c->uphead_sent, c->uphead_len - c->uphead_sent};
-        if (!c->body_broken) {
-                if (c->body == HTTP_BODY_CHUNKED && c->cbody_sent < c->cbody_len)
-                        u->iov[n++] =
-                            (struct iovec){c->cbody + c->cbody_sent, c->cbody_len - c->cbody_sent};
-                else if (c->body == HTTP_BODY_LENGTH && c->body_left > 0 && c->in_len > 0)
-                        u->iov[n++] = (struct iovec){c->in + c->in_start,
-                                                     (size_t) min_u64(c->body_left, c->in_len)};
+        if (!c->body_broken && c->buffered) {
+                const char *p;
+                ssize_t k = reqbody_next(&c->rb, &p);
+                if (k < 0) {
+                        up_fail(c, 502, "reading the buffered request body", (int) k);
+                        return;
+                }
+                if (k > 0)
+                        u->iov[n++] = (struct iovec){(void *) p, (size_t) k};
+        } else if (!c->body_broken && c->body == HTTP_BODY_LENGTH && c->body_left > 0 &&
+                   c->in_len > 0) {
+                u->iov[n++] =
+                    (struct iovec){c->in + c->in_start, (size_t) min_u64(c->body_left, c->in_len)};
         }
         if (n == 0)
                 return;
@@ -794,8 +800,8 @@ static void on_up_send(struct ring_op *op, int res, unsigned flags)
         size_t n = min_size(done, c->uphead_len - c->uphead_sent);
         c->uphead_sent += n;
         done -= n;
-        if (done > 0 && c->body == HTTP_BODY_CHUNKED) {
-                c->cbody_sent += done;
+        if (done > 0 && c->buffered) {
+                reqbody_sent(&c->rb, done);
                 c->body_sent += done;
         } else if (done > 0) {
                 conn_consume(c, done);
@@ -877,7 +883,7 @@ static void response_complete(struct conn *c)
 {
         struct upconn *u = c->up;
         bool body_done = c->uphead_sent == c->uphead_len && c->body_left == 0 &&
-                         (c->body != HTTP_BODY_CHUNKED || c->cbody_sent == c->cbody_len);
+                         (!c->buffered || c->rb.sent == c->rb.len);
 
         c->rstate = RESP_DONE;
         if (c->gz && !c->abort_after && gzip_deflate(c->gz, NULL, 0, true, emit_gz_out, c) < 0)
@@ -1162,7 +1168,7 @@ static void accel_redirect(struct conn *c, const struct http_response *resp, str
 {
         struct upconn *u = c->up;
         bool body_done = c->uphead_sent == c->uphead_len && c->body_left == 0 &&
-                         (c->body != HTTP_BODY_CHUNKED || c->cbody_sent == c->cbody_len);
+                         (!c->buffered || c->rb.sent == c->rb.len);
         bool nothing_follows = resp->body == HTTP_RESP_NONE ||
                                (resp->body == HTTP_RESP_LENGTH && resp->content_length == 0);
         bool reusable = c->up_keep && body_done && nothing_follows && u->rx_len == head_len;
@@ -1208,9 +1214,8 @@ static void accel_redirect(struct conn *c, const struct http_response *resp, str
         free(c->uphead);
         c->uphead = NULL;
         c->uphead_len = c->uphead_sent = 0;
-        free(c->cbody);
-        c->cbody = NULL;
-        c->cbody_len = c->cbody_cap = c->cbody_sent = 0;
+        reqbody_free(&c->rb);
+        c->buffered = false;
         c->tries = 0;
         c->tried = 0;
         c->fresh_only = false;

@@ -17,6 +17,7 @@
 #include "http_response.h"
 #include "log.h"
 #include "proxy.h"
+#include "proxy_body.h"
 #include "proxy_gzip.h"
 #include "ring.h"
 #include "util.h"
@@ -60,7 +61,7 @@ struct spipe {
 
 enum phase {
         PH_HEAD,     /* reading a request head; idle between requests */
-        PH_BODY,     /* a chunked request body is being buffered before forwarding */
+        PH_BODY,     /* a request body is being read whole (rb) before forwarding */
         PH_LOCAL,    /* a response made here is being sent */
         PH_UPSTREAM, /* an exchange with an upstream is in progress */
         PH_HANDOFF,  /* the connection goes to wharf-static */
@@ -165,8 +166,8 @@ struct conn {
         uint64_t body_sent;    /* body bytes the upstream took */
         uint64_t discard_left; /* body bytes to skip before the next request */
         struct http_chunked chunk;
-        char *cbody; /* a chunked body, buffered */
-        size_t cbody_len, cbody_cap, cbody_sent;
+        struct reqbody rb; /* the body, read whole first (buffered) */
+        bool buffered;     /* the body is in rb: chunked, or request_buffering */
         uint64_t started_us;
         int status;
         uint64_t body_bytes_out;
@@ -328,8 +329,8 @@ void addr_text(const struct sockaddr_storage *ss, socklen_t len, char *addr, siz
 /* proxy_upstream.c */
 /*
  * Starts forwarding req, whose head takes head_len bytes of input. With
- * req NULL, the request is a buffered chunked one: its head is in c->uphead
- * and its body in c->cbody.
+ * req NULL, the request was buffered: its head is in c->uphead and its
+ * body in c->rb.
  */
 void exchange_start(struct conn *c, const struct http_request *req, size_t head_len);
 /* New input from the client while an exchange runs (more body, or EOF). */
