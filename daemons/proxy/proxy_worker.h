@@ -326,6 +326,33 @@ void conn_consume(struct conn *c, size_t n);
 void addr_text(const struct sockaddr_storage *ss, socklen_t len, char *addr, size_t addr_size,
                char *port, size_t port_size);
 
+/* proxy_vars.c */
+/* The request head a variable may need: req and the normalised path, or nothing. */
+struct var_ctx {
+        const struct http_request *req; /* NULL: the head is gone */
+        const char *uri;
+        size_t uri_len;
+};
+/*
+ * The value of variable var (name: a header's, for $http_NAME) for the
+ * request on c, made in buf (size >= 64 bytes) when it is not in c or the
+ * head. *found is false for a value that does not exist: the variables of
+ * the head when x->req is NULL, a header not sent, no upstream.
+ */
+struct span conn_var(const struct conn *c, const struct var_ctx *x, int var, const char *name,
+                     char *buf, size_t size, bool *found);
+/* Copies the values of the head that the server's log_format needs (into c->lf). */
+void log_values_keep(struct conn *c, const struct var_ctx *x);
+/* One access log line in the log_format f. */
+size_t log_format_line(const struct conn *c, const struct log_format *f, char *out, size_t cap);
+/*
+ * A `return` template with its $variables filled in, into out. Returns the
+ * length, or -1 when it does not fit or a value would put a control
+ * character into the response head (the caller answers 400).
+ */
+ssize_t return_expand(const struct conn *c, const struct var_ctx *x, const char *tmpl, char *out,
+                      size_t size);
+
 /* proxy_upstream.c */
 /*
  * Starts forwarding req, whose head takes head_len bytes of input. With
