@@ -22,7 +22,6 @@
  */
 #include "proxy_worker.h"
 
-#include <ctype.h>
 #include <inttypes.h>
 #include <netdb.h>
 #include <netinet/in.h>
