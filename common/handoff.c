@@ -34,8 +34,6 @@
 #define HANDOFF_OFF_PEER 24
 #define HANDOFF_PEER_SIZE 128
 
-#define HANDOFF_KNOWN_FLAGS (HANDOFF_F_TLS | HANDOFF_F_REFUSED | HANDOFF_F_ACK | HANDOFF_F_INTERNAL)
-
 _Static_assert(HANDOFF_CMSG_SPACE(1) == CMSG_SPACE(sizeof(int)), "control buffer for one fd");
 _Static_assert(HANDOFF_CMSG_SPACE(4) == CMSG_SPACE(4 * sizeof(int)), "control buffer for 4 fds");
 _Static_assert(sizeof(HANDOFF_MAGIC) - 1 == 4, "the magic is four bytes");

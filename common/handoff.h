@@ -81,6 +81,8 @@ enum handoff_kind {
  * this flag back. A receiver older than this flag refuses the message.
  */
 #define HANDOFF_F_INTERNAL 8u
+/* A message with any other flag is refused. */
+#define HANDOFF_KNOWN_FLAGS (HANDOFF_F_TLS | HANDOFF_F_REFUSED | HANDOFF_F_ACK | HANDOFF_F_INTERNAL)
 
 struct handoff_info {
         enum handoff_kind kind;

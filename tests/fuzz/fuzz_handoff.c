@@ -40,8 +40,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 abort();
 
         if (size < HANDOFF_HEADER_SIZE || info.kind < HANDOFF_CONN ||
-            info.kind >= _HANDOFF_KIND_MAX ||
-            (info.flags & ~(HANDOFF_F_TLS | HANDOFF_F_REFUSED | HANDOFF_F_ACK)) != 0)
+            info.kind >= _HANDOFF_KIND_MAX || (info.flags & ~HANDOFF_KNOWN_FLAGS) != 0)
                 abort();
         /* Only a marked CONN and an ACK carry an id; a HELLO or ACK nothing else. */
         if ((info.id != 0) != (info.kind == HANDOFF_ACK ||
