@@ -108,6 +108,17 @@ int proxy_var_parse(const char *s, size_t *len);
 /* Whether the variable is read from the request head (and so is gone with it). */
 bool proxy_var_in_head(int var);
 
+/* uwsgi_param / proxy_set_header: what the upstream gets, its value a template with $variables. */
+struct upstream_param {
+        char *name;        /* REMOTE_ADDR, HTTP_X_REQUEST_ID; X-Request-ID */
+        char *value;       /* NULL: proxy_set_header Name alone (the header is not passed) */
+        bool if_not_empty; /* uwsgi_param ... if_not_empty: not sent when it comes out empty */
+};
+
+/* Whether a variable has its value before the response (uwsgi_param, proxy_set_header may use it).
+ */
+bool proxy_var_before_response(int var);
+
 /* allow / deny: nginx's access module. The first rule that matches decides. */
 struct access_rule {
         bool allow;
@@ -145,7 +156,9 @@ struct location {
         int limit_status; /* limit_req_status: for a refused request */
         bool internal; /* only internal redirects (X-Accel-Redirect) reach it: nginx's internal */
         bool x_accel;  /* an upstream's X-Accel-Redirect is followed (uwsgi_pass, proxy_pass) */
-        bool request_buffering; /* read a body whole before the upstream sees it */
+        bool request_buffering;        /* read a body whole before the upstream sees it */
+        struct upstream_param *params; /* uwsgi_param (uwsgi_pass), proxy_set_header (proxy_pass) */
+        size_t n_params;
 };
 
 /* error_page: the body wharf-proxy sends, instead of its own, with this status. */

@@ -166,6 +166,8 @@ struct location_settings {
         bool internal;
         bool x_accel_redirect;
         bool request_buffering;
+        struct config_strv uwsgi_param;
+        struct config_strv proxy_set_header;
 };
 
 #define L(name, key, type)                                                                         \
@@ -184,6 +186,8 @@ static const struct config_key location_keys[] = {
     L(internal, "internal", CONFIG_BOOL),
     L(x_accel_redirect, "x_accel_redirect", CONFIG_BOOL),
     L(request_buffering, "request_buffering", CONFIG_BOOL),
+    L(uwsgi_param, "uwsgi_param", CONFIG_STRV),
+    L(proxy_set_header, "proxy_set_header", CONFIG_STRV),
     {},
 };
 #undef L
@@ -1269,6 +1273,20 @@ int proxy_var_parse(const char *s, size_t *len)
         return -1;
 }
 
+bool proxy_var_before_response(int var)
+{
+        switch (var) {
+        case PV_STATUS:
+        case PV_BODY_BYTES_SENT:
+        case PV_REQUEST_TIME:
+        case PV_UPSTREAM_ADDR:
+        case PV_UPSTREAM_RESPONSE_TIME:
+                return false;
+        default:
+                return var >= 0;
+        }
+}
+
 bool proxy_var_in_head(int var)
 {
         switch (var) {
@@ -1343,6 +1361,112 @@ static int add_header_append(struct location *l, const char *v)
         memcpy(p + l->add_headers_len, v, n);
         memcpy(p + l->add_headers_len + n, "\r\n", 3);
         l->add_headers_len += n + 2;
+        return 0;
+}
+
+/*
+ * uwsgi_param = NAME VALUE [if_not_empty] or proxy_set_header = Name [VALUE],
+ * as nginx's: VALUE is a template with the variables a request has before
+ * its response. Returns 0, -ENOMEM, or -EINVAL with *why.
+ */
+static int param_parse(const char *v, bool uwsgi, struct upstream_param *ret, const char **why)
+{
+        static const char *const ours[] = {"Content-Length", "Transfer-Encoding",
+                                           "Connection",     "Upgrade",
+                                           "Keep-Alive",     "TE",
+                                           "Trailer",        "Expect"};
+        size_t n = strcspn(v, " \t");
+        const char *value = v + n + strspn(v + n, " \t");
+        size_t vlen = strlen(value);
+        bool if_not_empty = false;
+
+        *ret = (struct upstream_param){0};
+        if (uwsgi) {
+                for (size_t i = 0; i < n; i++)
+                        if (!isalnum((unsigned char) v[i]) && v[i] != '_')
+                                n = 0;
+                if (vlen >= 12 && streq(value + vlen - 12, "if_not_empty") &&
+                    (vlen == 12 || value[vlen - 13] == ' ' || value[vlen - 13] == '\t')) {
+                        if_not_empty = true;
+                        vlen -= 12;
+                        while (vlen > 0 && (value[vlen - 1] == ' ' || value[vlen - 1] == '\t'))
+                                vlen--;
+                }
+        } else if (!header_name_valid(v, n)) {
+                n = 0;
+        }
+        if (n == 0) {
+                *why = uwsgi ? "is not 'NAME VALUE' (a NAME of letters, digits and _)"
+                             : "is not 'Name VALUE' (a header name)";
+                return -EINVAL;
+        }
+        for (size_t k = 0; !uwsgi && k < ARRAY_SIZE(ours); k++)
+                if (n == strlen(ours[k]) && !strncasecmp(v, ours[k], n)) {
+                        *why = "names a header wharf-proxy sets itself";
+                        return -EINVAL;
+                }
+        for (const char *p = value; (p = memchr(p, '$', (size_t) (value + vlen - p)));) {
+                size_t len;
+                int var = proxy_var_parse(++p, &len);
+                if (len > 0 && !proxy_var_before_response(var)) {
+                        *why = var < 0 ? "names an unknown variable"
+                                       : "names a variable that has no value before the response";
+                        return -EINVAL;
+                }
+                p += len;
+        }
+        for (size_t k = 0; k < vlen; k++)
+                if ((unsigned char) value[k] < 0x20 && value[k] != '\t') {
+                        *why = "holds a control character";
+                        return -EINVAL;
+                }
+        ret->name = strndup(v, n);
+        ret->value = uwsgi || vlen ? strndup(value, vlen) : NULL;
+        ret->if_not_empty = if_not_empty;
+        if (!ret->name || ((uwsgi || vlen) && !ret->value)) {
+                free(ret->name);
+                free(ret->value);
+                return -ENOMEM;
+        }
+        return 0;
+}
+
+/* The location's uwsgi_param or proxy_set_header lines, for the protocol it speaks. */
+static int params_build(struct builder *b, const struct location_settings *s,
+                        const struct config_entry *e, struct location *l)
+{
+        bool uwsgi = s->uwsgi_param.n > 0;
+        const struct config_strv *lines = uwsgi ? &s->uwsgi_param : &s->proxy_set_header;
+        const char *key = uwsgi ? "uwsgi_param" : "proxy_set_header";
+
+        if (lines->n == 0)
+                return 0;
+        if (s->uwsgi_param.n && s->proxy_set_header.n) {
+                diag_at(b->diag, b->f, e,
+                        "[%s] has uwsgi_param and proxy_set_header: one "
+                        "protocol each",
+                        e->section);
+                return 0;
+        }
+        if (l->kind != (uwsgi ? LOC_UWSGI : LOC_HTTP)) {
+                config_diag_add(b->diag, true, b->f->path, e->line, key, "needs %s here",
+                                uwsgi ? "uwsgi_pass" : "proxy_pass");
+                return 0;
+        }
+        l->params = calloc(lines->n, sizeof(*l->params));
+        if (!l->params)
+                return -ENOMEM;
+        for (size_t j = 0; j < lines->n; j++) {
+                const char *why = NULL;
+                int r = param_parse(lines->v[j], uwsgi, &l->params[l->n_params], &why);
+                if (r == -ENOMEM)
+                        return r;
+                if (r < 0)
+                        config_diag_add(b->diag, true, b->f->path, e->line, key, "'%s' %s",
+                                        lines->v[j], why);
+                else
+                        l->n_params++;
+        }
         return 0;
 }
 
@@ -1460,7 +1584,7 @@ static int build_location(struct builder *b, size_t i, struct location *l)
                         config_diag_add(b->diag, true, b->f->path, e->line, "add_header",
                                         "'%s' is not 'Name: value'", s->add_header.v[j]);
         }
-        return 0;
+        return params_build(b, s, e, l);
 }
 
 const struct error_page *proxy_error_page(const struct vserver *vs, int status)
@@ -1657,6 +1781,8 @@ static void builder_done(struct builder *b)
         free(b->server_settings);
         for (size_t i = 0; i < b->n_loc_settings; i++) {
                 config_strv_done(&b->loc_settings[i].add_header);
+                config_strv_done(&b->loc_settings[i].uwsgi_param);
+                config_strv_done(&b->loc_settings[i].proxy_set_header);
                 free(b->loc_settings[i].rules);
         }
         free(b->loc_settings);
@@ -1789,6 +1915,11 @@ struct proxy_config *proxy_config_free(struct proxy_config *c)
                         free(vs->locations[j].return_target);
                         free(vs->locations[j].add_headers);
                         free(vs->locations[j].rules);
+                        for (size_t k = 0; k < vs->locations[j].n_params; k++) {
+                                free(vs->locations[j].params[k].name);
+                                free(vs->locations[j].params[k].value);
+                        }
+                        free(vs->locations[j].params);
                 }
                 free(vs->locations);
                 for (size_t j = 0; j < vs->names.n; j++)

@@ -737,7 +737,7 @@ static void conn_return(struct conn *c, const struct location *l, const struct v
 {
         char extra[4096 + 16], text[4096];
         int st = l->return_status;
-        ssize_t n = return_expand(c, x, l->return_target, text, sizeof(text));
+        ssize_t n = vars_expand(c, x, l->return_target, true, text, sizeof(text));
         size_t hl = l->add_headers_len;
         const char *h = l->add_headers ? l->add_headers : "";
 
@@ -1050,6 +1050,8 @@ static void conn_route(struct conn *c, const struct http_request *req, size_t he
         plen = req->path.len == 1 && req->path.ptr[0] == '*'
                    ? -EBADMSG
                    : http_path_normalize(req->path.ptr, req->path.len, path, sizeof(path), 0);
+        if (!c->rerouted)
+                conn_new_request_id(c);
         if (c->vs->log_format && !c->rerouted) {
                 struct var_ctx x = {req, plen < 0 ? NULL : path, plen < 0 ? 0 : (size_t) plen};
                 log_values_keep(c, &x);

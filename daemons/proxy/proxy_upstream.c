@@ -357,6 +357,14 @@ static bool seen_before(const struct http_request *req, size_t i)
         return false;
 }
 
+static bool uwsgi_param_set(const struct location *l, const char *name)
+{
+        for (size_t i = 0; i < l->n_params; i++)
+                if (streq(l->params[i].name, name))
+                        return true;
+        return false;
+}
+
 static ssize_t build_uwsgi(struct conn *c, const struct http_request *req, uint64_t body_len,
                            bool keepalive)
 {
@@ -419,8 +427,21 @@ static ssize_t build_uwsgi(struct conn *c, const struct http_request *req, uint6
                     seen_before(req, i))
                         continue;
                 span_upper_var(name, "HTTP_", n);
+                if (uwsgi_param_set(c->loc, name))
+                        continue; /* a uwsgi_param of that name replaces the client's header */
                 size_t vlen = join_values(req, i, value, UWSGI_MAX_BLOCK);
                 uwsgi_add(&uw, span_from_str(name), (struct span){value, vlen});
+        }
+        /* uwsgi_param: after the built-in ones, which a name of theirs replaces (the last wins). */
+        struct var_ctx x = {req, path, (size_t) plen};
+        for (size_t i = 0; i < c->loc->n_params; i++) {
+                const struct upstream_param *pm = &c->loc->params[i];
+                ssize_t k = vars_expand(c, &x, pm->value, false, value, UWSGI_MAX_BLOCK);
+                if (k < 0)
+                        log_info("uwsgi_param %s: not sent: too long, or a control character",
+                                 pm->name);
+                else if (k > 0 || !pm->if_not_empty)
+                        uwsgi_add(&uw, span_from_str(pm->name), (struct span){value, (size_t) k});
         }
         free(value);
         return uwsgi_finish(&uw);
@@ -435,6 +456,40 @@ static bool hop_by_hop(struct span name)
                 if (name_is(name, names[i]))
                         return true;
         return false;
+}
+
+/* The proxy_set_header line for a header name, if any. */
+static const struct upstream_param *param_named(const struct location *l, struct span name)
+{
+        for (size_t i = 0; i < l->n_params; i++)
+                if (name_is(name, l->params[i].name))
+                        return &l->params[i];
+        return NULL;
+}
+
+static bool param_set(const struct location *l, const char *name)
+{
+        return param_named(l, span_from_str(name)) != NULL;
+}
+
+/* proxy_set_header: the lines with a value, filled in (a line without one only removes). */
+static void write_params(struct conn *c, const struct http_request *req, struct http_writer *hw)
+{
+        char path[HTTP_MAX_TARGET + 1], value[4096];
+        ssize_t plen = http_path_normalize(req->path.ptr, req->path.len, path, sizeof(path), 0);
+        struct var_ctx x = {req, path, plen < 0 ? 0 : (size_t) plen};
+
+        for (size_t i = 0; i < c->loc->n_params; i++) {
+                const struct upstream_param *pm = &c->loc->params[i];
+                if (!pm->value)
+                        continue;
+                ssize_t k = vars_expand(c, &x, pm->value, false, value, sizeof(value));
+                if (k < 0)
+                        log_info("proxy_set_header %s: not sent: too long, or a control character",
+                                 pm->name);
+                else if (k > 0) /* as nginx: an empty value sends no header */
+                        http_write_header(hw, pm->name, (struct span){value, (size_t) k});
+        }
 }
 
 static ssize_t build_http(struct conn *c, const struct http_request *req, uint64_t body_len,
@@ -454,7 +509,7 @@ static ssize_t build_http(struct conn *c, const struct http_request *req, uint64
         http_write_raw(&hw, " ", 1);
         http_write_raw(&hw, req->target.ptr, req->target.len);
         http_write_raw(&hw, " HTTP/1.1\r\n", 11);
-        if (req->host.len)
+        if (req->host.len && !param_set(c->loc, "Host"))
                 http_write_header(&hw, "Host", req->host);
         for (size_t i = 0; i < req->n_headers; i++) {
                 const struct http_header *h = &req->headers[i];
@@ -464,7 +519,8 @@ static ssize_t build_http(struct conn *c, const struct http_request *req, uint64
                 }
                 if (hop_by_hop(h->name) || name_is(h->name, "Host") ||
                     name_is(h->name, "Content-Length") || name_is(h->name, "X-Forwarded-For") ||
-                    name_is(h->name, "X-Real-IP") || name_is(h->name, "X-Forwarded-Proto"))
+                    name_is(h->name, "X-Real-IP") || name_is(h->name, "X-Forwarded-Proto") ||
+                    param_named(c->loc, h->name))
                         continue;
                 /* Headers the client named in Connection are hop-by-hop too. */
                 if (conn_hdr) {
@@ -481,18 +537,21 @@ static ssize_t build_http(struct conn *c, const struct http_request *req, uint64
                 http_write_raw(&hw, h->value.ptr, h->value.len);
                 http_write_raw(&hw, "\r\n", 2);
         }
-        if (xff) {
+        if (xff && !param_set(c->loc, "X-Forwarded-For")) {
                 http_write_raw(&hw, "X-Forwarded-For: ", 17);
                 http_write_raw(&hw, xff->value.ptr, xff->value.len);
                 http_write_raw(&hw, ", ", 2);
                 http_write_raw(&hw, addr, strlen(addr));
                 http_write_raw(&hw, "\r\n", 2);
-        } else {
+        } else if (!param_set(c->loc, "X-Forwarded-For")) {
                 http_write_header_str(&hw, "X-Forwarded-For", addr);
         }
-        http_write_header_str(&hw, "X-Real-IP", addr);
-        http_write_header_str(&hw, "X-Forwarded-Proto",
-                              c->handoff_flags & HANDOFF_F_TLS ? "https" : "http");
+        if (!param_set(c->loc, "X-Real-IP"))
+                http_write_header_str(&hw, "X-Real-IP", addr);
+        if (!param_set(c->loc, "X-Forwarded-Proto"))
+                http_write_header_str(&hw, "X-Forwarded-Proto",
+                                      c->handoff_flags & HANDOFF_F_TLS ? "https" : "http");
+        write_params(c, req, &hw);
         if (req->body != HTTP_BODY_NONE)
                 http_write_header_u64(&hw, "Content-Length", body_len);
         http_write_header_str(&hw, "Connection",

@@ -164,6 +164,12 @@ static uint64_t request_id_next(void)
         return z ^ (z >> 31);
 }
 
+void conn_new_request_id(struct conn *c)
+{
+        c->request_id[0] = request_id_next();
+        c->request_id[1] = request_id_next();
+}
+
 /*
  * The values of the head variables of the server's log_format, copied
  * while the head is still in the input buffer: a first pass measures, the
@@ -175,10 +181,6 @@ void log_values_keep(struct conn *c, const struct var_ctx *x)
         char buf[256];
         size_t total = 0;
 
-        if (f->request_id) {
-                c->request_id[0] = request_id_next();
-                c->request_id[1] = request_id_next();
-        }
         if (f->n_slots == 0)
                 return;
         for (size_t pass = 0; pass < 2; pass++) {
@@ -239,10 +241,10 @@ size_t log_format_line(const struct conn *c, const struct log_format *f, char *o
         return len;
 }
 
-ssize_t return_expand(const struct conn *c, const struct var_ctx *x, const char *tmpl, char *out,
-                      size_t size)
+ssize_t vars_expand(const struct conn *c, const struct var_ctx *x, const char *tmpl,
+                    bool return_only, char *out, size_t size)
 {
-        char buf[256];
+        char buf[256], header[128];
         size_t len = 0;
 
         for (const char *p = tmpl; *p;) {
@@ -250,8 +252,17 @@ ssize_t return_expand(const struct conn *c, const struct var_ctx *x, const char 
                 size_t n = 0;
                 bool found;
                 int var = *p == '$' ? proxy_var_parse(p + 1, &n) : -1;
-                if (var >= 0 && var < _PV_RETURN_MAX) {
-                        v = conn_var(c, x, var, NULL, buf, sizeof(buf), &found);
+                if (var >= 0 && (!return_only || var < _PV_RETURN_MAX)) {
+                        if (var == PV_HTTP_HEADER) {
+                                /* $http_x_request_id, ${http_x_request_id}: X-Request-ID */
+                                bool braced = p[1] == '{';
+                                size_t k = min_size(n - 5 - 2 * braced, sizeof(header) - 1);
+                                for (size_t i = 0; i < k; i++)
+                                        header[i] =
+                                            p[6 + braced + i] == '_' ? '-' : p[6 + braced + i];
+                                header[k] = '\0';
+                        }
+                        v = conn_var(c, x, var, header, buf, sizeof(buf), &found);
                         p += n + 1;
                 } else {
                         p++; /* a plain '$', or any other character */

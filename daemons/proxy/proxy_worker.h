@@ -346,12 +346,15 @@ void log_values_keep(struct conn *c, const struct var_ctx *x);
 /* One access log line in the log_format f. */
 size_t log_format_line(const struct conn *c, const struct log_format *f, char *out, size_t cap);
 /*
- * A `return` template with its $variables filled in, into out. Returns the
- * length, or -1 when it does not fit or a value would put a control
- * character into the response head (the caller answers 400).
+ * A template with its $variables filled in, into out: those of `return`
+ * only (return_only), or all. Returns the length, or -1 when it does not
+ * fit or a value would put a control character into a head (for `return`
+ * the caller answers 400: the request is at fault).
  */
-ssize_t return_expand(const struct conn *c, const struct var_ctx *x, const char *tmpl, char *out,
-                      size_t size);
+ssize_t vars_expand(const struct conn *c, const struct var_ctx *x, const char *tmpl,
+                    bool return_only, char *out, size_t size);
+/* A new $request_id for the request on c. */
+void conn_new_request_id(struct conn *c);
 
 /* proxy_upstream.c */
 /*

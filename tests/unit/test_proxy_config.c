@@ -741,6 +741,34 @@ static void test_internal_and_x_accel(void)
         proxy_config_free(c);
 }
 
+static void test_upstream_params(void)
+{
+        struct proxy_config *c =
+            load("[server]\n[upstream app]\nserver = unix:/run/app.sock\n"
+                 "[location /]\nuwsgi_pass = app\nuwsgi_param = HTTP_X_REQUEST_ID $request_id\n"
+                 "uwsgi_param = APP  $http_x_tenant   if_not_empty\nuwsgi_param = EMPTY\n"
+                 "[location /h/]\nproxy_pass = app\nproxy_set_header = Host ${host}:8000\n"
+                 "proxy_set_header = Accept-Encoding\n");
+        ok(c != NULL, "uwsgi_param and proxy_set_header load");
+        if (c) {
+                const struct vserver *vs = &c->servers[0];
+                const struct location *u = proxy_find_location(vs, "/x", 2);
+                const struct location *h = proxy_find_location(vs, "/h/x", 4);
+                ok(u && u->n_params == 3 && streq(u->params[0].name, "HTTP_X_REQUEST_ID") &&
+                       streq(u->params[0].value, "$request_id") && !u->params[0].if_not_empty,
+                   "NAME VALUE");
+                ok(u && u->n_params == 3 && streq(u->params[1].value, "$http_x_tenant") &&
+                       u->params[1].if_not_empty,
+                   "if_not_empty, spaces trimmed");
+                ok(u && u->n_params == 3 && streq(u->params[2].value, ""),
+                   "a uwsgi_param may be empty");
+                ok(h && h->n_params == 2 && streq(h->params[0].value, "${host}:8000") &&
+                       !h->params[1].value,
+                   "proxy_set_header; without a value it removes");
+        }
+        proxy_config_free(c);
+}
+
 static void test_no_locations_warns(void)
 {
         struct proxy_config *c = load("[server]\nserver_name = a\n");
@@ -769,6 +797,7 @@ int main(void)
         subtest("log_format in the config", test_log_format_config);
         subtest("limit_req", test_limit_req);
         subtest("internal and x_accel_redirect", test_internal_and_x_accel);
+        subtest("uwsgi_param and proxy_set_header", test_upstream_params);
         config_diag_done(&diag);
         return done_testing();
 }
