@@ -114,6 +114,15 @@ done
 check "the access log is in the journal of wharf-proxy" \
 	bash -c 'journalctl --no-pager -u wharf-proxy.service | grep -q "\"GET / HTTP/1.1\" 200"'
 
+# ---- a request body read whole first, under the unit's sandbox ----------
+
+head -c 300000 /dev/urandom >/tmp/upload.bin
+want=$(sha256sum </tmp/upload.bin | cut -d' ' -f1)
+got=$(curl -s --max-time 20 --data-binary @/tmp/upload.bin -H 'Content-Type: application/octet-stream' \
+	http://127.0.0.1/echo/ | python3 -c 'import json,sys; print(json.load(sys.stdin)["body_sha256"])')
+check "a 300 KB body, buffered in wharf-proxy's private /var/tmp, reaches Django whole" \
+	test "$got" = "$want"
+
 # ---- attachments: X-Accel-Redirect to a wharf-static@media ---------------
 
 install -d /etc/systemd/system/wharf-wsgi@server_dev.service.d
