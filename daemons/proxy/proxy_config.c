@@ -72,6 +72,8 @@ struct server_settings {
         const struct config_entry *limit_req[LIMIT_RULES_MAX]; /* resolved when built */
         size_t n_limit_req;
         unsigned limit_req_status;
+        struct config_strv uwsgi_param;      /* for the uwsgi_pass locations without their own */
+        struct config_strv proxy_set_header; /* likewise for proxy_pass */
 };
 
 #define S(name, type)                                                                              \
@@ -109,6 +111,8 @@ static const struct config_key server_keys[] = {
     S(real_ip_header, CONFIG_STRING),
     S(real_ip_recursive, CONFIG_BOOL),
     S(limit_req_status, CONFIG_UINT),
+    S(uwsgi_param, CONFIG_STRV),
+    S(proxy_set_header, CONFIG_STRV),
     {},
 };
 #undef S
@@ -960,6 +964,94 @@ static bool limit_req_build(struct builder *b, const struct config_entry *e, str
         return true;
 }
 
+/* A header field name: one or more token characters (RFC 9110 5.1). */
+static bool header_name_valid(const char *name, size_t len)
+{
+        if (len == 0)
+                return false;
+        for (size_t i = 0; i < len; i++) {
+                char ch = name[i];
+                if (!ch || (!strchr("!#$%&'*+-.^_`|~", ch) && !(ch >= '0' && ch <= '9') &&
+                            !((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z')))
+                        return false;
+        }
+        return true;
+}
+
+/*
+ * uwsgi_param = NAME VALUE [if_not_empty] or proxy_set_header = Name [VALUE],
+ * as nginx's: VALUE is a template with the variables a request has before
+ * its response. Returns 0, -ENOMEM, or -EINVAL with *why.
+ */
+static int param_parse(const char *v, bool uwsgi, struct upstream_param *ret, const char **why)
+{
+        static const char *const ours[] = {"Content-Length", "Transfer-Encoding",
+                                           "Connection",     "Upgrade",
+                                           "Keep-Alive",     "TE",
+                                           "Trailer",        "Expect"};
+        size_t n = strcspn(v, " \t");
+        const char *value = v + n + strspn(v + n, " \t");
+        size_t vlen = strlen(value);
+        bool if_not_empty = false;
+
+        *ret = (struct upstream_param){0};
+        if (uwsgi) {
+                for (size_t i = 0; i < n; i++)
+                        if (!isalnum((unsigned char) v[i]) && v[i] != '_')
+                                n = 0;
+                if (vlen >= 12 && streq(value + vlen - 12, "if_not_empty") &&
+                    (vlen == 12 || value[vlen - 13] == ' ' || value[vlen - 13] == '\t')) {
+                        if_not_empty = true;
+                        vlen -= 12;
+                        while (vlen > 0 && (value[vlen - 1] == ' ' || value[vlen - 1] == '\t'))
+                                vlen--;
+                }
+        } else if (!header_name_valid(v, n)) {
+                n = 0;
+        }
+        if (n == 0) {
+                *why = uwsgi ? "is not 'NAME VALUE' (a NAME of letters, digits and _)"
+                             : "is not 'Name VALUE' (a header name)";
+                return -EINVAL;
+        }
+        for (size_t k = 0; !uwsgi && k < ARRAY_SIZE(ours); k++)
+                if (n == strlen(ours[k]) && !strncasecmp(v, ours[k], n)) {
+                        *why = "names a header wharf-proxy sets itself";
+                        return -EINVAL;
+                }
+        for (const char *p = value; (p = memchr(p, '$', (size_t) (value + vlen - p)));) {
+                size_t len;
+                int var = proxy_var_parse(++p, &len);
+                if (len > 0 && !proxy_var_before_response(var)) {
+                        *why = var < 0 ? "names an unknown variable"
+                                       : "names a variable that has no value before the response";
+                        return -EINVAL;
+                }
+                p += len;
+        }
+        for (size_t k = 0; k < vlen; k++)
+                if ((unsigned char) value[k] < 0x20 && value[k] != '\t') {
+                        *why = "holds a control character";
+                        return -EINVAL;
+                }
+        ret->name = strndup(v, n);
+        ret->value = uwsgi || vlen ? strndup(value, vlen) : NULL;
+        ret->if_not_empty = if_not_empty;
+        if (!ret->name || ((uwsgi || vlen) && !ret->value)) {
+                free(ret->name);
+                free(ret->value);
+                return -ENOMEM;
+        }
+        return 0;
+}
+
+static void upstream_param_done(struct upstream_param *pm)
+{
+        free(pm->name);
+        free(pm->value);
+        *pm = (struct upstream_param){0};
+}
+
 /* Pass one: sort every entry into the section struct it belongs to. */
 static int collect(struct builder *b)
 {
@@ -1161,6 +1253,20 @@ static int collect(struct builder *b)
                 }
                 if (kind == SEC_SERVER && strncmp(e->key, "gzip_", 5) == 0)
                         gzip_value_check(b, e);
+                if (kind == SEC_SERVER &&
+                    (streq(e->key, "uwsgi_param") || streq(e->key, "proxy_set_header"))) {
+                        /* Checked here, where its line is; built into each location. */
+                        struct upstream_param pm;
+                        const char *why = NULL;
+                        r = param_parse(e->value, streq(e->key, "uwsgi_param"), &pm, &why);
+                        if (r == -ENOMEM)
+                                return r;
+                        if (r < 0)
+                                config_diag_add(b->diag, true, f->path, e->line, e->key, "'%s' %s",
+                                                e->value, why);
+                        else
+                                upstream_param_done(&pm);
+                }
                 enum log_escape esc;
                 if (kind == SEC_SERVER && streq(e->key, "log_escape") &&
                     log_escape_parse(e->value, &esc) < 0)
@@ -1329,19 +1435,6 @@ static int return_parse(const char *v, struct location *l, const char **ret_unkn
 }
 
 /* add_header = Name: value, checked so that it cannot break the response head. */
-/* A header field name: one or more token characters (RFC 9110 5.1). */
-static bool header_name_valid(const char *name, size_t len)
-{
-        if (len == 0)
-                return false;
-        for (size_t i = 0; i < len; i++) {
-                char ch = name[i];
-                if (!ch || (!strchr("!#$%&'*+-.^_`|~", ch) && !(ch >= '0' && ch <= '9') &&
-                            !((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z')))
-                        return false;
-        }
-        return true;
-}
 
 static int add_header_append(struct location *l, const char *v)
 {
@@ -1364,95 +1457,33 @@ static int add_header_append(struct location *l, const char *v)
         return 0;
 }
 
-/*
- * uwsgi_param = NAME VALUE [if_not_empty] or proxy_set_header = Name [VALUE],
- * as nginx's: VALUE is a template with the variables a request has before
- * its response. Returns 0, -ENOMEM, or -EINVAL with *why.
- */
-static int param_parse(const char *v, bool uwsgi, struct upstream_param *ret, const char **why)
-{
-        static const char *const ours[] = {"Content-Length", "Transfer-Encoding",
-                                           "Connection",     "Upgrade",
-                                           "Keep-Alive",     "TE",
-                                           "Trailer",        "Expect"};
-        size_t n = strcspn(v, " \t");
-        const char *value = v + n + strspn(v + n, " \t");
-        size_t vlen = strlen(value);
-        bool if_not_empty = false;
-
-        *ret = (struct upstream_param){0};
-        if (uwsgi) {
-                for (size_t i = 0; i < n; i++)
-                        if (!isalnum((unsigned char) v[i]) && v[i] != '_')
-                                n = 0;
-                if (vlen >= 12 && streq(value + vlen - 12, "if_not_empty") &&
-                    (vlen == 12 || value[vlen - 13] == ' ' || value[vlen - 13] == '\t')) {
-                        if_not_empty = true;
-                        vlen -= 12;
-                        while (vlen > 0 && (value[vlen - 1] == ' ' || value[vlen - 1] == '\t'))
-                                vlen--;
-                }
-        } else if (!header_name_valid(v, n)) {
-                n = 0;
-        }
-        if (n == 0) {
-                *why = uwsgi ? "is not 'NAME VALUE' (a NAME of letters, digits and _)"
-                             : "is not 'Name VALUE' (a header name)";
-                return -EINVAL;
-        }
-        for (size_t k = 0; !uwsgi && k < ARRAY_SIZE(ours); k++)
-                if (n == strlen(ours[k]) && !strncasecmp(v, ours[k], n)) {
-                        *why = "names a header wharf-proxy sets itself";
-                        return -EINVAL;
-                }
-        for (const char *p = value; (p = memchr(p, '$', (size_t) (value + vlen - p)));) {
-                size_t len;
-                int var = proxy_var_parse(++p, &len);
-                if (len > 0 && !proxy_var_before_response(var)) {
-                        *why = var < 0 ? "names an unknown variable"
-                                       : "names a variable that has no value before the response";
-                        return -EINVAL;
-                }
-                p += len;
-        }
-        for (size_t k = 0; k < vlen; k++)
-                if ((unsigned char) value[k] < 0x20 && value[k] != '\t') {
-                        *why = "holds a control character";
-                        return -EINVAL;
-                }
-        ret->name = strndup(v, n);
-        ret->value = uwsgi || vlen ? strndup(value, vlen) : NULL;
-        ret->if_not_empty = if_not_empty;
-        if (!ret->name || ((uwsgi || vlen) && !ret->value)) {
-                free(ret->name);
-                free(ret->value);
-                return -ENOMEM;
-        }
-        return 0;
-}
-
 /* The location's uwsgi_param or proxy_set_header lines, for the protocol it speaks. */
+
+/*
+ * The location's uwsgi_param or proxy_set_header lines, for the protocol it
+ * speaks; without its own, its server's, as nginx inherits them. The
+ * server's were checked where their lines are.
+ */
 static int params_build(struct builder *b, const struct location_settings *s,
-                        const struct config_entry *e, struct location *l)
+                        const struct server_settings *ss, const struct config_entry *e,
+                        struct location *l)
 {
-        bool uwsgi = s->uwsgi_param.n > 0;
-        const struct config_strv *lines = uwsgi ? &s->uwsgi_param : &s->proxy_set_header;
+        bool uwsgi = l->kind == LOC_UWSGI;
+        const struct config_strv *lines = NULL;
         const char *key = uwsgi ? "uwsgi_param" : "proxy_set_header";
 
-        if (lines->n == 0)
+        if (s->uwsgi_param.n && !uwsgi)
+                config_diag_add(b->diag, true, b->f->path, e->line, "uwsgi_param",
+                                "needs uwsgi_pass here");
+        if (s->proxy_set_header.n && l->kind != LOC_HTTP)
+                config_diag_add(b->diag, true, b->f->path, e->line, "proxy_set_header",
+                                "needs proxy_pass here");
+        if (uwsgi)
+                lines = s->uwsgi_param.n ? &s->uwsgi_param : &ss->uwsgi_param;
+        else if (l->kind == LOC_HTTP)
+                lines = s->proxy_set_header.n ? &s->proxy_set_header : &ss->proxy_set_header;
+        if (!lines || lines->n == 0)
                 return 0;
-        if (s->uwsgi_param.n && s->proxy_set_header.n) {
-                diag_at(b->diag, b->f, e,
-                        "[%s] has uwsgi_param and proxy_set_header: one "
-                        "protocol each",
-                        e->section);
-                return 0;
-        }
-        if (l->kind != (uwsgi ? LOC_UWSGI : LOC_HTTP)) {
-                config_diag_add(b->diag, true, b->f->path, e->line, key, "needs %s here",
-                                uwsgi ? "uwsgi_pass" : "proxy_pass");
-                return 0;
-        }
         l->params = calloc(lines->n, sizeof(*l->params));
         if (!l->params)
                 return -ENOMEM;
@@ -1584,7 +1615,7 @@ static int build_location(struct builder *b, size_t i, struct location *l)
                         config_diag_add(b->diag, true, b->f->path, e->line, "add_header",
                                         "'%s' is not 'Name: value'", s->add_header.v[j]);
         }
-        return params_build(b, s, e, l);
+        return params_build(b, s, &b->server_settings[b->loc_server[i]], e, l);
 }
 
 const struct error_page *proxy_error_page(const struct vserver *vs, int status)
@@ -1775,6 +1806,8 @@ static void builder_done(struct builder *b)
                 free(b->server_settings[i].rules);
                 free(b->server_settings[i].real_ip_from);
                 free(b->server_settings[i].log_format);
+                config_strv_done(&b->server_settings[i].uwsgi_param);
+                config_strv_done(&b->server_settings[i].proxy_set_header);
         }
         config_strv_done(&b->global.listen);
         config_strv_done(&b->global.server_name);
@@ -1915,10 +1948,8 @@ struct proxy_config *proxy_config_free(struct proxy_config *c)
                         free(vs->locations[j].return_target);
                         free(vs->locations[j].add_headers);
                         free(vs->locations[j].rules);
-                        for (size_t k = 0; k < vs->locations[j].n_params; k++) {
-                                free(vs->locations[j].params[k].name);
-                                free(vs->locations[j].params[k].value);
-                        }
+                        for (size_t k = 0; k < vs->locations[j].n_params; k++)
+                                upstream_param_done(&vs->locations[j].params[k]);
                         free(vs->locations[j].params);
                 }
                 free(vs->locations);

@@ -767,6 +767,32 @@ static void test_upstream_params(void)
                    "proxy_set_header; without a value it removes");
         }
         proxy_config_free(c);
+
+        c = load("[server]\nuwsgi_param = FROM_SERVER 1\nproxy_set_header = X-From server\n"
+                 "[upstream app]\nserver = unix:/run/app.sock\n"
+                 "[location /]\nuwsgi_pass = app\n"
+                 "[location /own/]\nuwsgi_pass = app\nuwsgi_param = OWN 2\n"
+                 "[location /h/]\nproxy_pass = app\n"
+                 "[location /r/]\nreturn = 204\n");
+        ok(c != NULL, "uwsgi_param and proxy_set_header in [server]");
+        if (c) {
+                const struct vserver *vs = &c->servers[0];
+                const struct location *u = proxy_find_location(vs, "/x", 2);
+                const struct location *own = proxy_find_location(vs, "/own/", 5);
+                const struct location *h = proxy_find_location(vs, "/h/", 3);
+                const struct location *r = proxy_find_location(vs, "/r/", 3);
+                ok(u && u->n_params == 1 && streq(u->params[0].name, "FROM_SERVER"),
+                   "a uwsgi_pass location without its own has the server's uwsgi_param");
+                ok(own && own->n_params == 1 && streq(own->params[0].name, "OWN"),
+                   "its own replace them, as in nginx");
+                ok(h && h->n_params == 1 && streq(h->params[0].name, "X-From"),
+                   "a proxy_pass location has the server's proxy_set_header");
+                ok(r && r->n_params == 0, "a return location has none");
+        }
+        proxy_config_free(c);
+        c = load("[server]\nuwsgi_param = BAD-NAME 1\n[location /]\nreturn = 204\n");
+        ok(!c && diag_has(":2", "'BAD-NAME 1' is not"), "a bad one in [server] at its line");
+        proxy_config_free(c);
 }
 
 static void test_no_locations_warns(void)
