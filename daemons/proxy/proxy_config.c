@@ -1052,6 +1052,63 @@ static void upstream_param_done(struct upstream_param *pm)
         *pm = (struct upstream_param){0};
 }
 
+/*
+ * The [server] lines that are not plain settings: each is taken where its
+ * line is (a file read, a format compiled, a zone made). Returns 1 when the
+ * line was one of them, 0 when it is a plain setting, or -ENOMEM.
+ */
+static int server_line(struct builder *b, const struct config_entry *e, struct server_settings *ss)
+{
+        int r;
+
+        if (streq(e->key, "error_page"))
+                r = error_page_add(b, e, &ss->error_pages, &ss->n_error_pages);
+        else if (streq(e->key, "log_format"))
+                r = log_format_add(b, e, &ss->log_format, &ss->log_format_slots);
+        else if (streq(e->key, "set_real_ip_from"))
+                r = access_rule_add(b, e, &ss->real_ip_from, &ss->n_real_ip_from);
+        else if (streq(e->key, "limit_req_zone"))
+                r = limit_zone_add(b, e);
+        else
+                return 0;
+        return r < 0 ? r : 1;
+}
+
+/*
+ * The values config_set() took as strings or numbers but that mean more,
+ * checked where their line is (they are built later). Returns 0 or -ENOMEM.
+ */
+static int value_check(struct builder *b, const struct config_entry *e, bool server)
+{
+        const char *v = e->value;
+        unsigned st;
+        enum log_escape esc;
+
+        if (streq(e->key, "limit_req_status") && config_parse_uint(v, &st) == 0 &&
+            (st < 400 || st > 599))
+                config_diag_add(b->diag, true, b->f->path, e->line, e->key,
+                                "'%s' is not a status from 400 to 599", v);
+        if (!server)
+                return 0;
+        if (strncmp(e->key, "gzip_", 5) == 0)
+                gzip_value_check(b, e);
+        if (streq(e->key, "log_escape") && log_escape_parse(v, &esc) < 0)
+                config_diag_add(b->diag, true, b->f->path, e->line, e->key,
+                                "'%s' is not default, json or none", v);
+        if (streq(e->key, "uwsgi_param") || streq(e->key, "proxy_set_header")) {
+                struct upstream_param pm;
+                const char *why = NULL;
+                int r = param_parse(v, streq(e->key, "uwsgi_param"), &pm, &why);
+                if (r == -ENOMEM)
+                        return r;
+                if (r < 0)
+                        config_diag_add(b->diag, true, b->f->path, e->line, e->key, "'%s' %s", v,
+                                        why);
+                upstream_param_done(&pm);
+        }
+        return 0;
+}
+
 /* Pass one: sort every entry into the section struct it belongs to. */
 static int collect(struct builder *b)
 {
@@ -1170,32 +1227,12 @@ static int collect(struct builder *b)
                 if (!target)
                         continue;
 
-                if (kind == SEC_SERVER && streq(e->key, "error_page")) {
-                        struct server_settings *ss = target;
-                        r = error_page_add(b, e, &ss->error_pages, &ss->n_error_pages);
+                if (kind == SEC_SERVER) {
+                        r = server_line(b, e, target);
                         if (r < 0)
                                 return r;
-                        continue;
-                }
-                if (kind == SEC_SERVER && streq(e->key, "log_format")) {
-                        struct server_settings *ss = target;
-                        r = log_format_add(b, e, &ss->log_format, &ss->log_format_slots);
-                        if (r < 0)
-                                return r;
-                        continue;
-                }
-                if (kind == SEC_SERVER && streq(e->key, "set_real_ip_from")) {
-                        struct server_settings *ss = target;
-                        r = access_rule_add(b, e, &ss->real_ip_from, &ss->n_real_ip_from);
-                        if (r < 0)
-                                return r;
-                        continue;
-                }
-                if (kind == SEC_SERVER && streq(e->key, "limit_req_zone")) {
-                        r = limit_zone_add(b, e);
-                        if (r < 0)
-                                return r;
-                        continue;
+                        if (r > 0)
+                                continue;
                 }
                 if ((kind == SEC_SERVER || kind == SEC_LOCATION) && streq(e->key, "limit_req")) {
                         struct server_settings *ss = target;
@@ -1239,39 +1276,15 @@ static int collect(struct builder *b)
                 r = config_set(k, e->value, target, origin, b->diag);
                 if (r == -ENOMEM)
                         return r;
-                if (kind == SEC_LOCATION && streq(e->key, "client_max_body_size"))
-                        ((struct location_settings *) target)->has_body_size = true;
-                if (kind == SEC_LOCATION && streq(e->key, "gzip"))
-                        ((struct location_settings *) target)->has_gzip = true;
-                if (streq(e->key, "limit_req_status")) {
-                        unsigned st;
-                        if (config_parse_uint(e->value, &st) == 0 && (st < 400 || st > 599))
-                                config_diag_add(b->diag, true, f->path, e->line, e->key,
-                                                "'%s' is not a status from 400 to 599", e->value);
-                        if (kind == SEC_LOCATION)
-                                ((struct location_settings *) target)->has_limit_req_status = true;
+                if (kind == SEC_LOCATION) {
+                        struct location_settings *ls = target;
+                        ls->has_body_size |= streq(e->key, "client_max_body_size");
+                        ls->has_gzip |= streq(e->key, "gzip");
+                        ls->has_limit_req_status |= streq(e->key, "limit_req_status");
                 }
-                if (kind == SEC_SERVER && strncmp(e->key, "gzip_", 5) == 0)
-                        gzip_value_check(b, e);
-                if (kind == SEC_SERVER &&
-                    (streq(e->key, "uwsgi_param") || streq(e->key, "proxy_set_header"))) {
-                        /* Checked here, where its line is; built into each location. */
-                        struct upstream_param pm;
-                        const char *why = NULL;
-                        r = param_parse(e->value, streq(e->key, "uwsgi_param"), &pm, &why);
-                        if (r == -ENOMEM)
-                                return r;
-                        if (r < 0)
-                                config_diag_add(b->diag, true, f->path, e->line, e->key, "'%s' %s",
-                                                e->value, why);
-                        else
-                                upstream_param_done(&pm);
-                }
-                enum log_escape esc;
-                if (kind == SEC_SERVER && streq(e->key, "log_escape") &&
-                    log_escape_parse(e->value, &esc) < 0)
-                        config_diag_add(b->diag, true, f->path, e->line, e->key,
-                                        "'%s' is not default, json or none", e->value);
+                r = value_check(b, e, kind == SEC_SERVER);
+                if (r < 0)
+                        return r;
         }
         return 0;
 }
