@@ -535,8 +535,6 @@ static void request_reset(struct conn *c)
         c->rerouted = false;
         c->internal = false;
         c->redirects = 0;
-        free(c->req_head);
-        c->req_head = NULL;
         c->req_head_len = 0;
         c->tries = 0;
         c->tried = 0;
@@ -599,9 +597,12 @@ void conn_request_done(struct conn *c)
         }
         c->phase = PH_HEAD;
         if (c->in_len == 0) {
-                /* Idle: give the buffer back until the next request arrives. */
+                /* Idle: give the buffers back until the next request arrives. */
                 free(c->in);
                 c->in = NULL;
+                free(c->req_head);
+                c->req_head = NULL;
+                c->req_head_cap = 0;
                 c->in_cap = c->in_start = 0;
                 c->deadline = w->now + w->cfg->servers[0].keepalive_timeout;
                 if (w->stopping) {
@@ -1129,10 +1130,15 @@ static void conn_route(struct conn *c, const struct http_request *req, size_t he
         c->body = req->body;
         if (c->loc->x_accel) {
                 /* The application may answer X-Accel-Redirect: the request goes again then. */
-                free(c->req_head);
-                c->req_head = malloc(head_len);
-                c->req_head_len = c->req_head ? head_len : 0;
-                if (c->req_head)
+                if (head_len > c->req_head_cap) {
+                        char *p = realloc(c->req_head, head_len);
+                        if (p) {
+                                c->req_head = p;
+                                c->req_head_cap = head_len;
+                        }
+                }
+                c->req_head_len = head_len <= c->req_head_cap ? head_len : 0;
+                if (c->req_head_len)
                         memcpy(c->req_head, c->in + c->in_start, head_len);
         }
         /*

@@ -206,7 +206,7 @@ struct conn {
         bool internal; /* this request is an internal redirect (X-Accel-Redirect) */
         unsigned redirects; /* internal redirects of this request so far */
         char *req_head;     /* a copy of the client's request head, for an X-Accel-Redirect */
-        size_t req_head_len;
+        size_t req_head_len, req_head_cap; /* the buffer is kept while the connection is busy */
         bool fresh_only;     /* an idle connection failed: open new ones for this request */
         bool gz_accept;      /* the request takes a gzip response */
         bool gz_vary;        /* the response says Vary: Accept-Encoding */
