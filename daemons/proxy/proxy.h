@@ -179,6 +179,9 @@ struct gzip_conf {
         bool vary;           /* gzip_vary: add Vary: Accept-Encoding */
         bool proxied;        /* gzip_proxied any: also for requests with Via */
         int min_minor;       /* gzip_http_version: 1.0 -> 0, 1.1 -> 1 */
+        /* gzip_disable: no gzip for these User-Agents (regex_t, case-insensitive) */
+        bool disable_msie6;
+        struct regex_list *disable;
 };
 
 struct vserver {

@@ -30,6 +30,7 @@
 #include "http_parse.h"
 #include "log.h"
 #include "proxy.h"
+#include "proxy_gzip.h"
 #include "util.h"
 #include "wharf-config.h"
 
@@ -61,6 +62,7 @@ struct server_settings {
         bool gzip_vary;
         const char *gzip_proxied;
         const char *gzip_http_version;
+        struct config_strv gzip_disable;
         struct error_page *error_pages; /* read as their lines come */
         size_t n_error_pages;
         struct access_rule *rules; /* allow, deny: in the order written */
@@ -108,6 +110,7 @@ static const struct config_key server_keys[] = {
     S(gzip_vary, CONFIG_BOOL),
     S(gzip_proxied, CONFIG_STRING),
     S(gzip_http_version, CONFIG_STRING),
+    S(gzip_disable, CONFIG_STRV),
     S(real_ip_header, CONFIG_STRING),
     S(real_ip_recursive, CONFIG_BOOL),
     S(limit_req_status, CONFIG_UINT),
@@ -406,12 +409,16 @@ static int gzip_types_build(const char *list, char **ret)
         return 0;
 }
 
-/* A gzip_ key's value, checked where it is written; config_set() checked its syntax. */
-static void gzip_value_check(struct builder *b, const struct config_entry *e)
+/*
+ * A gzip_ key's value, checked where it is written; config_set() checked its
+ * syntax. Returns 0 or -ENOMEM.
+ */
+static int gzip_value_check(struct builder *b, const struct config_entry *e)
 {
         const char *v = e->value, *why = NULL;
-        char *types = NULL;
+        char *types = NULL, disable_why[256];
         unsigned level;
+        int r = 0;
 
         if (streq(e->key, "gzip_comp_level") && config_parse_uint(v, &level) == 0 &&
             (level < 1 || level > 9))
@@ -425,6 +432,15 @@ static void gzip_value_check(struct builder *b, const struct config_entry *e)
         free(types);
         if (why)
                 config_diag_add(b->diag, true, b->f->path, e->line, e->key, "'%s' %s", v, why);
+        if (streq(e->key, "gzip_disable")) {
+                struct gzip_conf g = {0};
+                r = gzip_disable_add(&g, v, disable_why, sizeof(disable_why));
+                gzip_disable_done(&g);
+                if (r == -EINVAL)
+                        config_diag_add(b->diag, true, b->f->path, e->line, e->key, "%s",
+                                        disable_why);
+        }
+        return r == -ENOMEM ? r : 0;
 }
 
 static void log_format_drop(struct log_format **f)
@@ -1090,8 +1106,8 @@ static int value_check(struct builder *b, const struct config_entry *e, bool ser
                                 "'%s' is not a status from 400 to 599", v);
         if (!server)
                 return 0;
-        if (strncmp(e->key, "gzip_", 5) == 0)
-                gzip_value_check(b, e);
+        if (strncmp(e->key, "gzip_", 5) == 0 && gzip_value_check(b, e) < 0)
+                return -ENOMEM;
         if (streq(e->key, "log_escape") && log_escape_parse(v, &esc) < 0)
                 config_diag_add(b->diag, true, b->f->path, e->line, e->key,
                                 "'%s' is not default, json or none", v);
@@ -1649,7 +1665,15 @@ static int build_gzip(const struct server_settings *s, struct gzip_conf *g)
         g->proxied = streq(s->gzip_proxied, "any");
         g->min_minor = streq(s->gzip_http_version, "1.0") ? 0 : 1;
         int r = gzip_types_build(s->gzip_types, &g->types);
-        return r == -ENOMEM ? r : 0; /* a bad list was reported by gzip_value_check() */
+        if (r == -ENOMEM)
+                return r; /* a bad list was reported by gzip_value_check(), as below */
+        for (size_t i = 0; i < s->gzip_disable.n; i++) {
+                char why[256];
+                r = gzip_disable_add(g, s->gzip_disable.v[i], why, sizeof(why));
+                if (r == -ENOMEM)
+                        return r;
+        }
+        return 0;
 }
 
 static int build_servers(struct builder *b)
@@ -1821,9 +1845,11 @@ static void builder_done(struct builder *b)
                 free(b->server_settings[i].log_format);
                 config_strv_done(&b->server_settings[i].uwsgi_param);
                 config_strv_done(&b->server_settings[i].proxy_set_header);
+                config_strv_done(&b->server_settings[i].gzip_disable);
         }
         config_strv_done(&b->global.listen);
         config_strv_done(&b->global.server_name);
+        config_strv_done(&b->global.gzip_disable);
         free(b->server_settings);
         for (size_t i = 0; i < b->n_loc_settings; i++) {
                 config_strv_done(&b->loc_settings[i].add_header);
@@ -1972,6 +1998,7 @@ struct proxy_config *proxy_config_free(struct proxy_config *c)
                 free(vs->access_log);
                 log_format_drop(&vs->log_format);
                 free(vs->gzip.types);
+                gzip_disable_done(&vs->gzip);
                 error_pages_free(vs->error_pages, vs->n_error_pages);
                 free(vs->real_ip_from);
                 free(vs->real_ip_header);

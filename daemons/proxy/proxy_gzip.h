@@ -19,6 +19,7 @@
 #ifndef WHARF_PROXY_GZIP_H
 #define WHARF_PROXY_GZIP_H
 
+#include <regex.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -33,6 +34,24 @@ struct gzip_pool {
         struct gzstream *free;
         unsigned n_free;
 };
+
+/*
+ * gzip_disable, nginx's: its words (each may be quoted with " or ') are
+ * regular expressions matched against the request's User-Agent, ignoring
+ * case, or msie6 for Internet Explorer 4 to 6 as nginx tells it (not 6 with
+ * SV1, not Opera). The expressions are POSIX extended ones; what only PCRE
+ * has (\d, (?...)) is refused rather than read differently. Returns 0,
+ * -EINVAL with why set to a message naming the bad word, or -ENOMEM.
+ */
+struct regex_list {
+        size_t n;
+        regex_t re[];
+};
+
+int gzip_disable_add(struct gzip_conf *g, const char *value, char *why, size_t why_size);
+void gzip_disable_done(struct gzip_conf *g);
+/* Does the request's User-Agent turn gzip off (gzip_disable)? */
+bool gzip_disabled(const struct gzip_conf *g, const struct http_request *req);
 
 bool gzip_request_accepts(const struct gzip_conf *g, const struct http_request *req);
 /* head_request: resp answers a HEAD, whose head must still say what a GET would get. */

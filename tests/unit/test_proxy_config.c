@@ -13,6 +13,7 @@
 
 #include "http_parse.h"
 #include "proxy.h"
+#include "proxy_gzip.h"
 #include "tap.h"
 #include "util.h"
 
@@ -207,6 +208,10 @@ static void test_refusals(void)
             {"[server]\ngzip_types = text/css html\n", "MIME types", "proxy.ini:2"},
             {"[server]\ngzip_types = /css\n", "MIME types", "proxy.ini:2"},
             {"[server]\ngzip_min_length = short\n", "not a size", "proxy.ini:2"},
+            {"[server]\ngzip_disable = msie6\ngzip_disable = \"MSIE [4-6\"\n", "not a regular",
+             "proxy.ini:3"},
+            {"[server]\ngzip_disable = \\d\n", "[0-9]", "proxy.ini:2"},
+            {"[server]\ngzip_disable = 'open\n", "quote", "proxy.ini:2"},
             {"[location /]\nreturn = 200\ngzip = maybe\n", "gzip", "proxy.ini:3"},
             {"[location /]\nreturn = 200\ngzip_types = text/css\n", "unknown key", "proxy.ini:3"},
         };
@@ -237,6 +242,8 @@ static void test_gzip(void)
                                       "gzip_comp_level = 6\ngzip_min_length = 1k\n"
                                       "gzip_vary = on\ngzip_proxied = any\n"
                                       "gzip_http_version = 1.0\n"
+                                      "gzip_disable = msie6 \"^Bot/[0-9]\"\n"
+                                      "gzip_disable = 'Old Crawler'\n"
                                       "[location /]\nreturn = 200\n"
                                       "[location /stream/]\nreturn = 200\ngzip = off\n");
         if (!ok(c != NULL, "gzip settings load"))
@@ -251,6 +258,9 @@ static void test_gzip(void)
            "every key read");
         ok(streq(g->types, "text/html text/css application/json *"),
            "types lowercase, text/html always first: '%s'", g->types);
+        ok(!d->disable_msie6 && !d->disable, "gzip_disable: none by default");
+        ok(g->disable_msie6 && g->disable && g->disable->n == 2,
+           "gzip_disable: msie6 and the expressions of both lines");
         ok(c->servers[1].locations[0].gzip, "a location follows its server (on)");
         ok(!c->servers[1].locations[1].gzip, "a location turns it off");
         proxy_config_free(c);

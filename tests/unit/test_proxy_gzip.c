@@ -6,6 +6,7 @@
  * pooled stream reused at another level.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
@@ -60,6 +61,81 @@ static void test_requests(void)
         ok(request_accepts(&proxied, "GET / HTTP/1.1\r\nHost: a\r\nVia: 1.1 cache\r\n"
                                      "Accept-Encoding: gzip\r\n\r\n"),
            "Via with gzip_proxied any");
+}
+
+/* Does a request with this User-Agent (NULL: none) still get gzip under g? */
+static bool ua_accepted(const struct gzip_conf *g, const char *ua)
+{
+        char raw[512];
+
+        snprintf(raw, sizeof(raw),
+                 "GET / HTTP/1.1\r\nHost: a\r\n%s%s%sAccept-Encoding: gzip\r\n\r\n",
+                 ua ? "User-Agent: " : "", ua ? ua : "", ua ? "\r\n" : "");
+        return request_accepts(g, raw);
+}
+
+static void test_disable(void)
+{
+        struct gzip_conf g = conf;
+        char why[256];
+
+        ok(ua_accepted(&g, "Mozilla/4.0 (compatible; MSIE 6.0; Windows NT 5.1)"),
+           "without gzip_disable, MSIE 6 gets gzip");
+        ok(gzip_disable_add(&g, "msie6", why, sizeof(why)) == 0 && g.disable_msie6 && !g.disable,
+           "msie6 is nginx's mask, not an expression");
+        ok(!ua_accepted(&g, "Mozilla/4.0 (compatible; MSIE 6.0; Windows NT 5.1)"), "MSIE 6.0: off");
+        ok(!ua_accepted(&g, "Mozilla/4.0 (compatible; MSIE 5.5; Windows 98)"), "MSIE 5.5: off");
+        ok(!ua_accepted(&g, "Mozilla/2.0 (compatible; MSIE 4.01; Windows 95)"), "MSIE 4.01: off");
+        ok(ua_accepted(&g, "Mozilla/4.0 (compatible; MSIE 6.0; Windows NT 5.1; SV1)"),
+           "MSIE 6.0 with SV1 (XP SP2) keeps gzip");
+        ok(ua_accepted(&g, "Mozilla/4.0 (compatible; MSIE 7.0; Windows NT 6.0)"),
+           "MSIE 7 keeps it");
+        ok(ua_accepted(&g, "Opera/9.0 (compatible; MSIE 6.0; Windows NT 5.1)"),
+           "Opera saying MSIE 6 keeps it");
+        ok(ua_accepted(&g, "x MSIE 6."), "MSIE 6. at the very end is not enough for nginx");
+        ok(!ua_accepted(&g, "x MSIE 6.0"), "one byte more is");
+        ok(ua_accepted(&g, "msie 6.0; windows"), "the mask is case-sensitive, as nginx's");
+        ok(ua_accepted(&g, NULL), "no User-Agent: gzip");
+
+        ok(gzip_disable_add(&g, "\"BadBot/[0-9]+\" 'Old Crawler'", why, sizeof(why)) == 0 &&
+               g.disable && g.disable->n == 2,
+           "two quoted expressions (one with a space) on one line");
+        ok(!ua_accepted(&g, "badbot/12 (+http://example.com)"), "an expression ignores case");
+        ok(!ua_accepted(&g, "Mozilla/5.0 OLD CRAWLER"), "the quoted space is part of it");
+        ok(ua_accepted(&g, "BadBot/x"), "a User-Agent the expressions miss keeps gzip");
+        ok(ua_accepted(&g, "Mozilla/5.0 (X11; Linux x86_64) Chrome/120.0"), "a browser keeps it");
+        ok(gzip_disable_add(&g, "^curl/", why, sizeof(why)) == 0 && g.disable->n == 3,
+           "a further line adds to the list");
+        ok(!ua_accepted(&g, "curl/8.0"), "anchored at the start");
+        ok(ua_accepted(&g, "xcurl/8.0"), "and only there");
+        gzip_disable_done(&g);
+        ok(!g.disable && !g.disable_msie6 && ua_accepted(&g, "curl/8.0"), "done frees it all");
+
+        static const char *const bad[] = {"",
+                                          "  ",
+                                          "\"open",
+                                          "'open",
+                                          "a(b",
+                                          "[z-a]",
+                                          "\\d+",
+                                          "(?i)bot",
+                                          "x \\D",
+                                          "(a)\\1",
+                                          "((a{255}){255}){255}",
+                                          "x{40000}"};
+        for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+                why[0] = '\0';
+                ok(gzip_disable_add(&g, bad[i], why, sizeof(why)) == -EINVAL && why[0],
+                   "'%s' refused: %s", bad[i], why);
+                gzip_disable_done(&g);
+        }
+        ok(gzip_disable_add(&g, "[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3} a{2,}", why, sizeof(why)) ==
+               0,
+           "counts that stay small are taken");
+        gzip_disable_done(&g);
+        ok(gzip_disable_add(&g, "\\.exe$ [[:digit:]]", why, sizeof(why)) == 0,
+           "POSIX escapes and classes are taken");
+        gzip_disable_done(&g);
 }
 
 static bool response_wanted_to(const char *raw, bool head)
@@ -233,6 +309,7 @@ static void test_stream(void)
 int main(void)
 {
         subtest("requests", test_requests);
+        subtest("gzip_disable", test_disable);
         subtest("responses", test_responses);
         subtest("gzip_types", test_types);
         subtest("the stream", test_stream);
