@@ -200,6 +200,7 @@ static int load_config(const struct cmdline *cl, struct config_diag *diag,
         }
         if (diag->errors) {
                 config_strv_done(&s.listen);
+                config_strv_done(&s.set_real_ip_from);
                 config_file_free(file);
                 return -EINVAL;
         }

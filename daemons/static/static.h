@@ -31,6 +31,7 @@
 #include "listen.h"
 #include "log.h"
 #include "loops.h"
+#include "realip.h"
 #include "ring.h"
 
 /* Settings as the file and the command line give them. */
@@ -60,6 +61,9 @@ struct static_settings {
         const char *access_log;
         const char *error_log;
         const char *log_level;
+        struct config_strv set_real_ip_from; /* nginx's realip: trusted proxies */
+        const char *real_ip_header;
+        bool real_ip_recursive;
 };
 
 extern const struct config_key static_config_keys[];
@@ -86,6 +90,7 @@ struct static_config {
         char server_header[64]; /* "wharf-static/0.1.0" or "wharf" */
         struct mime_table *mime;
         int log_level;
+        struct realip_conf realip; /* who a request's client is, behind a trusted proxy */
 };
 
 /*

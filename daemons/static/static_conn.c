@@ -485,6 +485,9 @@ static void log_access(struct conn *c, const struct http_request *req, int statu
         struct worker *w = c->w;
         const struct http_header *ref = req ? http_find_header(req, "Referer") : NULL;
         const struct http_header *ua = req ? http_find_header(req, "User-Agent") : NULL;
+        const struct sockaddr *client;
+        struct sockaddr_storage real;
+        socklen_t real_len;
         size_t line_len = 0;
 
         if (w->alog.fd < 0 && !w->alog.journal)
@@ -494,6 +497,16 @@ static void log_access(struct conn *c, const struct http_request *req, int statu
                 if (getpeername(c->fd, (struct sockaddr *) &c->peer, &c->peer_len) < 0)
                         c->peer_len = 0;
         }
+        /*
+         * Behind a trusted proxy (set_real_ip_from) the client is the one it
+         * names, request by request: a load balancer's keep-alive connection
+         * carries many clients' requests. c->peer stays the peer, for the
+         * proxy a handed-back connection goes to (it decides for itself).
+         */
+        client = c->peer_len ? (const struct sockaddr *) &c->peer : NULL;
+        if (req &&
+            realip_from_request(&w->cfg->realip, req, &c->peer, c->peer_len, &real, &real_len))
+                client = (const struct sockaddr *) &real;
         if (req) {
                 /* The request line is the first line of the head, without CRLF. */
                 const char *start = req->method_name.ptr;
@@ -501,7 +514,7 @@ static void log_access(struct conn *c, const struct http_request *req, int statu
                 line_len = eol ? (size_t) (eol - start) : 0;
         }
         access_log_write(&w->alog, &(struct access_record){
-                                       .peer = c->peer_len ? (struct sockaddr *) &c->peer : NULL,
+                                       .peer = client,
                                        .request_line = req ? req->method_name.ptr : NULL,
                                        .request_line_len = line_len,
                                        .status = status,

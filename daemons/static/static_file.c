@@ -54,6 +54,9 @@ const struct config_key static_config_keys[] = {
     {"access_log", CONFIG_STRING, offsetof(struct static_settings, access_log)},
     {"error_log", CONFIG_STRING, offsetof(struct static_settings, error_log)},
     {"log_level", CONFIG_STRING, offsetof(struct static_settings, log_level)},
+    {"set_real_ip_from", CONFIG_STRV, offsetof(struct static_settings, set_real_ip_from)},
+    {"real_ip_header", CONFIG_STRING, offsetof(struct static_settings, real_ip_header)},
+    {"real_ip_recursive", CONFIG_BOOL, offsetof(struct static_settings, real_ip_recursive)},
     {NULL, _CONFIG_TYPE_MAX, 0},
 };
 
@@ -92,6 +95,49 @@ static int parse_expires(const char *s, enum expires_mode *ret_mode, uint64_t *r
         } else {
                 return -EINVAL;
         }
+        return 0;
+}
+
+/*
+ * The line of the file that set value: the value's own string is the
+ * entry's (config_apply() keeps the pointer), so the match is exact even
+ * when two lines say the same. 0 (no line) for a value from the command line.
+ */
+static unsigned value_line(const struct config_file *file, const char *value)
+{
+        for (size_t i = 0; file && i < file->n_entries; i++)
+                if (file->entries[i].value == value)
+                        return file->entries[i].line;
+        return 0;
+}
+
+/* set_real_ip_from, real_ip_header, real_ip_recursive. Returns 0 (problems in diag) or -ENOMEM. */
+static int realip_build(const struct static_settings *s, const struct config_file *file,
+                        const char *origin, struct config_diag *diag, struct realip_conf *conf)
+{
+        int r;
+
+        for (size_t i = 0; i < s->set_real_ip_from.n; i++) {
+                const char *v = s->set_real_ip_from.v[i];
+                r = realip_conf_add_from(conf, v);
+                if (r == -ENOMEM)
+                        return r;
+                if (r < 0)
+                        config_diag_add(diag, true, origin, value_line(file, v), "set_real_ip_from",
+                                        "'%s' is not all, unix:, an address or address/prefix", v);
+        }
+        if (s->real_ip_header) {
+                r = realip_conf_set_header(conf, s->real_ip_header);
+                if (r == -ENOMEM)
+                        return r;
+                if (r < 0)
+                        config_diag_add(diag, true, origin, value_line(file, s->real_ip_header),
+                                        "real_ip_header", "%s: '%s'",
+                                        r == -EOPNOTSUPP ? "proxy_protocol is not implemented"
+                                                         : "not a header name",
+                                        s->real_ip_header);
+        }
+        conf->recursive = s->real_ip_recursive;
         return 0;
 }
 
@@ -175,6 +221,12 @@ int static_config_new(const struct static_settings *s, struct config_file *file,
                 config_diag_add(diag, true, origin, 0, "mime_types", "cannot load '%s': %s",
                                 s->mime_types ? s->mime_types : MIME_TYPES_PATH, strerror(-r));
 
+        r = realip_build(s, file, origin, diag, &c->realip);
+        if (r < 0) {
+                static_config_free(c);
+                return r;
+        }
+
         if (diag->errors) {
                 static_config_free(c);
                 return -EINVAL;
@@ -189,7 +241,9 @@ struct static_config *static_config_free(struct static_config *c)
                 return NULL;
         safe_close(c->root_fd);
         mime_free(c->mime);
+        realip_conf_done(&c->realip);
         config_strv_done(&c->s.listen);
+        config_strv_done(&c->s.set_real_ip_from);
         config_file_free(c->file);
         free(c);
         return NULL;
