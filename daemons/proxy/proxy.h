@@ -154,6 +154,9 @@ struct location {
         struct limit_req limits[LIMIT_RULES_MAX]; /* the location's limit_req, else the server's */
         size_t n_limits;
         int limit_status; /* limit_req_status: for a refused request */
+        struct limit_conn conn_limits[LIMIT_RULES_MAX]; /* limit_conn, likewise */
+        size_t n_conn_limits;
+        int conn_limit_status; /* limit_conn_status */
         bool internal; /* only internal redirects (X-Accel-Redirect) reach it: nginx's internal */
         bool x_accel;  /* an upstream's X-Accel-Redirect is followed (uwsgi_pass, proxy_pass) */
         bool request_buffering;        /* read a body whole before the upstream sees it */
@@ -227,7 +230,7 @@ struct proxy_config {
         size_t n_servers;
         struct upstream *upstreams;
         size_t n_upstreams;
-        struct limit_zone *zones; /* limit_req_zone */
+        struct limit_zone *zones; /* limit_req_zone, limit_conn_zone */
         size_t n_zones;
         /* Process-wide, from the first [server]. */
         struct config_strv listen;
@@ -255,8 +258,9 @@ int proxy_config_from_text(const char *name, const char *text, size_t len, struc
 struct proxy_config *proxy_config_free(struct proxy_config *c);
 /*
  * At a reload: the new configuration c takes over what old has learnt that
- * it still needs: the tables of the limit_req zones whose name and size
- * stay (their rate may change).
+ * it still needs: the tables of the limit_req and limit_conn zones whose
+ * name, kind and size stay (a limit_req zone's rate may change), so that
+ * requests counted before the reload are given back where they were.
  */
 void proxy_config_adopt(struct proxy_config *c, const struct proxy_config *old);
 

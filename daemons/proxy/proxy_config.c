@@ -74,6 +74,9 @@ struct server_settings {
         const struct config_entry *limit_req[LIMIT_RULES_MAX]; /* resolved when built */
         size_t n_limit_req;
         unsigned limit_req_status;
+        const struct config_entry *limit_conn[LIMIT_RULES_MAX]; /* likewise */
+        size_t n_limit_conn;
+        unsigned limit_conn_status;
         struct config_strv uwsgi_param;      /* for the uwsgi_pass locations without their own */
         struct config_strv proxy_set_header; /* likewise for proxy_pass */
 };
@@ -114,6 +117,7 @@ static const struct config_key server_keys[] = {
     S(real_ip_header, CONFIG_STRING),
     S(real_ip_recursive, CONFIG_BOOL),
     S(limit_req_status, CONFIG_UINT),
+    S(limit_conn_status, CONFIG_UINT),
     S(uwsgi_param, CONFIG_STRV),
     S(proxy_set_header, CONFIG_STRV),
     {},
@@ -170,6 +174,10 @@ struct location_settings {
         size_t n_limit_req;
         unsigned limit_req_status;
         bool has_limit_req_status;
+        const struct config_entry *limit_conn[LIMIT_RULES_MAX];
+        size_t n_limit_conn;
+        unsigned limit_conn_status;
+        bool has_limit_conn_status;
         bool internal;
         bool x_accel_redirect;
         bool request_buffering;
@@ -190,6 +198,7 @@ static const struct config_key location_keys[] = {
     L(add_header, "add_header", CONFIG_STRV),
     L(gzip, "gzip", CONFIG_BOOL),
     L(limit_req_status, "limit_req_status", CONFIG_UINT),
+    L(limit_conn_status, "limit_conn_status", CONFIG_UINT),
     L(internal, "internal", CONFIG_BOOL),
     L(x_accel_redirect, "x_accel_redirect", CONFIG_BOOL),
     L(request_buffering, "request_buffering", CONFIG_BOOL),
@@ -350,6 +359,7 @@ static void server_defaults(struct server_settings *s)
             .gzip_http_version = "1.1",
             .real_ip_header = "X-Real-IP",
             .limit_req_status = 503,
+            .limit_conn_status = 503,
         };
 }
 
@@ -874,9 +884,10 @@ static int limit_rate_parse(const char *v, uint64_t *ret)
 }
 
 /*
- * limit_req_zone = $binary_remote_addr zone=NAME:SIZE rate=RATE, nginx's
- * line as it is. The key is the client's address ($remote_addr is taken as
- * the same); it is the one set_real_ip_from trusts, when there is one.
+ * limit_req_zone = $binary_remote_addr zone=NAME:SIZE rate=RATE, or
+ * limit_conn_zone = $binary_remote_addr zone=NAME:SIZE, nginx's lines as
+ * they are. The key is the client's address ($remote_addr is taken as the
+ * same); it is the one set_real_ip_from trusts, when there is one.
  */
 static int limit_zone_add(struct builder *b, const struct config_entry *e)
 {
@@ -887,6 +898,9 @@ static int limit_zone_add(struct builder *b, const struct config_entry *e)
         bool has_key = false;
         char *save = NULL;
 
+        z.conn = streq(e->key, "limit_conn_zone");
+        const char *usage = z.conn ? "is not '$binary_remote_addr zone=NAME:SIZE'"
+                                   : "is not '$binary_remote_addr zone=NAME:SIZE rate=RATE'";
         if (!copy)
                 return -ENOMEM;
         for (char *t = strtok_r(copy, " \t", &save); t && !why; t = strtok_r(NULL, " \t", &save)) {
@@ -904,15 +918,15 @@ static int limit_zone_add(struct builder *b, const struct config_entry *e)
                         if (config_parse_size(colon + 1, &z.size) < 0 ||
                             z.size < 16 * LIMIT_ENTRY_BYTES)
                                 why = "has a zone size that is not a size of at least 1k";
-                } else if (!strncmp(t, "rate=", 5)) {
+                } else if (!strncmp(t, "rate=", 5) && !z.conn) {
                         if (limit_rate_parse(t + 5, &z.rate) < 0)
                                 why = "has a rate that is not Nr/s or Nr/m (1 to 1000000)";
                 } else {
-                        why = "is not '$binary_remote_addr zone=NAME:SIZE rate=RATE'";
+                        why = usage;
                 }
         }
-        if (!why && (!has_key || !z.name || !z.rate))
-                why = "is not '$binary_remote_addr zone=NAME:SIZE rate=RATE'";
+        if (!why && (!has_key || !z.name || (!z.conn && !z.rate)))
+                why = usage;
         for (size_t i = 0; !why && i < c->n_zones; i++)
                 if (streq(c->zones[i].name, z.name))
                         why = "names a zone that is already defined";
@@ -968,7 +982,7 @@ static bool limit_req_build(struct builder *b, const struct config_entry *e, str
         if (!why && !zone)
                 why = "names no zone=";
         for (size_t i = 0; !why && i < c->n_zones; i++)
-                if (streq(c->zones[i].name, zone))
+                if (streq(c->zones[i].name, zone) && !c->zones[i].conn)
                         r->zone = &c->zones[i];
         if (!why && !r->zone)
                 why = "names a zone no limit_req_zone defines";
@@ -977,6 +991,39 @@ static bool limit_req_build(struct builder *b, const struct config_entry *e, str
                                 why);
                 return false;
         }
+        return true;
+}
+
+/* limit_conn = ZONE N, nginx's line, into *r. False when refused. */
+static bool limit_conn_build(struct builder *b, const struct config_entry *e, struct limit_conn *r)
+{
+        _cleanup_free_ char *copy = strdup(e->value);
+        const struct proxy_config *c = b->c;
+        const char *why = NULL, *name = NULL, *count = NULL;
+        char *save = NULL;
+        unsigned max = 0;
+
+        *r = (struct limit_conn){0};
+        if (copy) {
+                name = strtok_r(copy, " \t", &save);
+                count = name ? strtok_r(NULL, " \t", &save) : NULL;
+        }
+        if (!copy)
+                why = "cannot be read: out of memory";
+        else if (!count || strtok_r(NULL, " \t", &save) || config_parse_uint(count, &max) < 0 ||
+                 max == 0 || max > 65535)
+                why = "is not 'ZONE N' (N from 1 to 65535)";
+        for (size_t i = 0; !why && i < c->n_zones; i++)
+                if (streq(c->zones[i].name, name) && c->zones[i].conn)
+                        r->zone = &c->zones[i];
+        if (!why && !r->zone)
+                why = "names a zone no limit_conn_zone defines";
+        if (why) {
+                config_diag_add(b->diag, true, b->f->path, e->line, e->key, "'%s' %s", e->value,
+                                why);
+                return false;
+        }
+        r->max = max;
         return true;
 }
 
@@ -1083,7 +1130,7 @@ static int server_line(struct builder *b, const struct config_entry *e, struct s
                 r = log_format_add(b, e, &ss->log_format, &ss->log_format_slots);
         else if (streq(e->key, "set_real_ip_from"))
                 r = access_rule_add(b, e, &ss->real_ip_from, &ss->n_real_ip_from);
-        else if (streq(e->key, "limit_req_zone"))
+        else if (streq(e->key, "limit_req_zone") || streq(e->key, "limit_conn_zone"))
                 r = limit_zone_add(b, e);
         else
                 return 0;
@@ -1100,8 +1147,8 @@ static int value_check(struct builder *b, const struct config_entry *e, bool ser
         unsigned st;
         enum log_escape esc;
 
-        if (streq(e->key, "limit_req_status") && config_parse_uint(v, &st) == 0 &&
-            (st < 400 || st > 599))
+        if ((streq(e->key, "limit_req_status") || streq(e->key, "limit_conn_status")) &&
+            config_parse_uint(v, &st) == 0 && (st < 400 || st > 599))
                 config_diag_add(b->diag, true, b->f->path, e->line, e->key,
                                 "'%s' is not a status from 400 to 599", v);
         if (!server)
@@ -1250,12 +1297,17 @@ static int collect(struct builder *b)
                         if (r > 0)
                                 continue;
                 }
-                if ((kind == SEC_SERVER || kind == SEC_LOCATION) && streq(e->key, "limit_req")) {
+                if ((kind == SEC_SERVER || kind == SEC_LOCATION) &&
+                    (streq(e->key, "limit_req") || streq(e->key, "limit_conn"))) {
                         struct server_settings *ss = target;
                         struct location_settings *ls = target;
+                        bool req = streq(e->key, "limit_req");
                         const struct config_entry **v =
-                            kind == SEC_SERVER ? ss->limit_req : ls->limit_req;
-                        size_t *count = kind == SEC_SERVER ? &ss->n_limit_req : &ls->n_limit_req;
+                            kind == SEC_SERVER ? (req ? ss->limit_req : ss->limit_conn)
+                                               : (req ? ls->limit_req : ls->limit_conn);
+                        size_t *count = kind == SEC_SERVER
+                                            ? (req ? &ss->n_limit_req : &ss->n_limit_conn)
+                                            : (req ? &ls->n_limit_req : &ls->n_limit_conn);
                         if (*count == LIMIT_RULES_MAX)
                                 config_diag_add(b->diag, true, f->path, e->line, e->key,
                                                 "more than %d in one section", LIMIT_RULES_MAX);
@@ -1297,6 +1349,7 @@ static int collect(struct builder *b)
                         ls->has_body_size |= streq(e->key, "client_max_body_size");
                         ls->has_gzip |= streq(e->key, "gzip");
                         ls->has_limit_req_status |= streq(e->key, "limit_req_status");
+                        ls->has_limit_conn_status |= streq(e->key, "limit_conn_status");
                 }
                 r = value_check(b, e, kind == SEC_SERVER);
                 if (r < 0)
@@ -1580,6 +1633,13 @@ static int build_location(struct builder *b, size_t i, struct location *l)
                                 l->n_limits++;
                 l->limit_status =
                     (int) (s->has_limit_req_status ? s->limit_req_status : ss->limit_req_status);
+                lim = s->n_limit_conn ? s->limit_conn : ss->limit_conn;
+                n_lim = s->n_limit_conn ? s->n_limit_conn : ss->n_limit_conn;
+                for (size_t j = 0; j < n_lim; j++)
+                        if (limit_conn_build(b, lim[j], &l->conn_limits[l->n_conn_limits]))
+                                l->n_conn_limits++;
+                l->conn_limit_status =
+                    (int) (s->has_limit_conn_status ? s->limit_conn_status : ss->limit_conn_status);
         }
 
         if (n_actions != 1) {
@@ -1968,7 +2028,7 @@ void proxy_config_adopt(struct proxy_config *c, const struct proxy_config *old)
                 for (size_t j = 0; j < old->n_zones; j++) {
                         struct limit_zone *z = &c->zones[i];
                         const struct limit_zone *o = &old->zones[j];
-                        if (!streq(z->name, o->name) || z->size != o->size)
+                        if (!streq(z->name, o->name) || z->size != o->size || z->conn != o->conn)
                                 continue;
                         limit_table_unref(z->table);
                         z->table = limit_table_ref(o->table);

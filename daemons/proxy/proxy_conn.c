@@ -396,6 +396,7 @@ static void conn_free(struct conn *c)
         struct worker *w = c->w;
 
         chan_pending_drop(c);
+        limit_conn_release(&c->lc);
         if (c->fd >= 0)
                 close(c->fd);
         c->fd = -1;
@@ -547,6 +548,8 @@ static void request_reset(struct conn *c)
         c->sp_bytes = 0;
         c->upgrade = c->tunnel = false;
         c->client_len = 0;
+        limit_conn_release(&c->lc);
+        c->lc_done = false;
 }
 
 static void log_access(struct conn *c)
@@ -956,7 +959,7 @@ void conn_internal_redirect(struct conn *c, char *head, size_t len)
                 conn_recv_pump(c);
 }
 
-/* ---- limit_req ---- */
+/* ---- limit_req, limit_conn ---- */
 
 static void conn_delay(struct conn *c, uint64_t ms)
 {
@@ -1036,6 +1039,33 @@ static bool conn_limit(struct conn *c, const struct http_request *req, size_t he
         return false;
 }
 
+/*
+ * limit_conn for the request on c, once per request: true when it goes on
+ * (counted until it ends); otherwise it was refused with limit_conn_status.
+ */
+static bool conn_limit_conn(struct conn *c, const struct http_request *req, size_t head_len)
+{
+        char addr[INET6_ADDRSTRLEN + 8], port[16];
+        uint8_t key[LIMIT_KEY];
+        socklen_t len;
+        const struct sockaddr_storage *client = conn_client(c, &len);
+
+        c->lc_done = true;
+        if (!limit_key(client, len, key))
+                return true;
+        const struct limit_conn *r =
+            limit_conn_take(c->loc->conn_limits, c->loc->n_conn_limits, key, &c->lc);
+        if (!r)
+                return true;
+        addr_text(client, len, addr, sizeof(addr), port, sizeof(port));
+        log_warning("limiting connections by zone \"%s\", client: %s, request: \"%.*s\"",
+                    r->zone->name, addr, (int) c->logline_len, c->logline);
+        conn_consume(c, head_len);
+        skip_body(c, req);
+        conn_local_error(c, c->loc->conn_limit_status);
+        return false;
+}
+
 static void conn_route(struct conn *c, const struct http_request *req, size_t head_len)
 {
         struct worker *w = c->w;
@@ -1071,8 +1101,10 @@ static void conn_route(struct conn *c, const struct http_request *req, size_t he
                 conn_local_error(c, 404);
                 return;
         }
-        /* nginx's order: limit_req (preaccess), then allow/deny (access). */
+        /* nginx's order: limit_req, then limit_conn (preaccess), then allow/deny (access). */
         if (c->loc->n_limits && !c->rerouted && !conn_limit(c, req, head_len))
+                return;
+        if (c->loc->n_conn_limits && !c->lc_done && !conn_limit_conn(c, req, head_len))
                 return;
         socklen_t client_len;
         const struct sockaddr_storage *client = conn_client(c, &client_len);

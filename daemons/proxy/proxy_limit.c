@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* proxy_limit: nginx's limit_req (see proxy_limit.h). */
+/* proxy_limit: nginx's limit_req and limit_conn (see proxy_limit.h). */
 #include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -17,8 +17,8 @@
 struct limit_entry {
         uint8_t key[LIMIT_KEY];
         uint64_t last;  /* ms of the last charge that moved it */
-        int64_t excess; /* thousandths of a request */
-        uint32_t next;  /* in its bucket's chain */
+        int64_t excess; /* thousandths of a request; a limit_conn zone: requests */
+        uint32_t next;  /* in its bucket's chain, or the free list */
         uint32_t older, newer;
 };
 
@@ -29,6 +29,7 @@ struct limit_table {
         uint64_t seed;
         uint32_t cap, used, mask;
         uint32_t oldest, newest;
+        uint32_t free; /* entries given back (limit_conn), chained by next */
         uint32_t *buckets;
         struct limit_entry *e;
 };
@@ -47,7 +48,7 @@ int limit_table_new(uint64_t size, struct limit_table **ret)
                 return -ENOMEM;
         t->cap = (uint32_t) cap;
         t->mask = n - 1;
-        t->oldest = t->newest = NONE;
+        t->oldest = t->newest = t->free = NONE;
         /* calloc: untouched pages cost nothing until clients come. */
         t->e = calloc(cap, sizeof(*t->e));
         t->buckets = malloc((size_t) n * sizeof(*t->buckets));
@@ -158,20 +159,35 @@ static void lru_push(struct limit_table *t, uint32_t i)
         t->newest = i;
 }
 
-/* A new entry for key: a free one, or the one seen least recently. */
-static uint32_t insert(struct limit_table *t, const uint8_t key[LIMIT_KEY])
+/* Takes entry i out of its bucket's chain and the list by age. */
+static void unhash(struct limit_table *t, uint32_t i)
+{
+        uint32_t *p = &t->buckets[bucket_of(t, t->e[i].key)];
+
+        lru_unlink(t, i);
+        while (*p != i)
+                p = &t->e[*p].next;
+        *p = t->e[i].next;
+}
+
+/*
+ * A new entry for key: a free one, else (evict) the one seen least
+ * recently. NONE when the table is full and nothing may go.
+ */
+static uint32_t insert(struct limit_table *t, const uint8_t key[LIMIT_KEY], bool evict)
 {
         uint32_t i;
 
-        if (t->used < t->cap) {
+        if (t->free != NONE) {
+                i = t->free;
+                t->free = t->e[i].next;
+        } else if (t->used < t->cap) {
                 i = t->used++;
-        } else {
+        } else if (evict) {
                 i = t->oldest;
-                lru_unlink(t, i);
-                uint32_t *p = &t->buckets[bucket_of(t, t->e[i].key)];
-                while (*p != i)
-                        p = &t->e[*p].next;
-                *p = t->e[i].next;
+                unhash(t, i);
+        } else {
+                return NONE;
         }
         uint32_t b = bucket_of(t, key);
         memcpy(t->e[i].key, key, LIMIT_KEY);
@@ -199,22 +215,36 @@ static int table_order(const void *a, const void *b)
         return (x > y) - (x < y);
 }
 
+/* Locks tables[0..n), each once, in one order for all threads: no deadlock. */
+static void lock_tables(struct limit_table *const *tables, size_t n, struct limit_table **locked)
+{
+        for (size_t i = 0; i < n; i++)
+                locked[i] = tables[i];
+        qsort(locked, n, sizeof(*locked), table_order);
+        for (size_t i = 0; i < n; i++)
+                if (i == 0 || locked[i] != locked[i - 1])
+                        pthread_mutex_lock(&locked[i]->lock);
+}
+
+static void unlock_tables(struct limit_table **locked, size_t n)
+{
+        for (size_t i = n; i-- > 0;)
+                if (i == 0 || locked[i] != locked[i - 1])
+                        pthread_mutex_unlock(&locked[i]->lock);
+}
+
 struct limit_outcome limit_check(const struct limit_req *rules, size_t n,
                                  const uint8_t key[LIMIT_KEY], uint64_t now_ms)
 {
-        struct limit_table *locked[LIMIT_RULES_MAX];
+        struct limit_table *tables[LIMIT_RULES_MAX] = {0}, *locked[LIMIT_RULES_MAX];
         int64_t excess[LIMIT_RULES_MAX];
         struct limit_outcome out = {.verdict = LIMIT_PASS};
-        size_t n_locked = 0;
 
         n = min_size(n, LIMIT_RULES_MAX);
-        /* Every table at once, in one order for all threads: no deadlock. */
+        /* Every table at once. */
         for (size_t i = 0; i < n; i++)
-                locked[n_locked++] = rules[i].zone->table;
-        qsort(locked, n_locked, sizeof(*locked), table_order);
-        for (size_t i = 0; i < n_locked; i++)
-                if (i == 0 || locked[i] != locked[i - 1])
-                        pthread_mutex_lock(&locked[i]->lock);
+                tables[i] = rules[i].zone->table;
+        lock_tables(tables, n, locked);
 
         for (size_t i = 0; i < n && out.verdict != LIMIT_REFUSE; i++) {
                 const struct limit_zone *z = rules[i].zone;
@@ -228,7 +258,7 @@ struct limit_outcome limit_check(const struct limit_req *rules, size_t n,
                 struct limit_table *t = z->table;
                 uint32_t at = find(t, key);
                 if (at == NONE) {
-                        at = insert(t, key);
+                        at = insert(t, key, true);
                         t->e[at].last = now_ms;
                 } else {
                         lru_unlink(t, at);
@@ -243,8 +273,85 @@ struct limit_outcome limit_check(const struct limit_req *rules, size_t n,
                         out = (struct limit_outcome){delay ? LIMIT_DELAY : LIMIT_PASS, delay, x, z};
         }
 
-        for (size_t i = n_locked; i-- > 0;)
-                if (i == 0 || locked[i] != locked[i - 1])
-                        pthread_mutex_unlock(&locked[i]->lock);
+        unlock_tables(locked, n);
         return out;
+}
+
+/* One request of key less in t (locked): an entry back at 0 is freed. */
+static void conn_put(struct limit_table *t, const uint8_t key[LIMIT_KEY])
+{
+        uint32_t at = find(t, key);
+
+        if (at == NONE)
+                return; /* cannot be: a held count keeps its entry */
+        if (--t->e[at].excess > 0)
+                return;
+        unhash(t, at);
+        t->e[at].next = t->free;
+        t->free = at;
+}
+
+const struct limit_conn *limit_conn_take(const struct limit_conn *rules, size_t n,
+                                         const uint8_t key[LIMIT_KEY], struct limit_conn_hold *hold)
+{
+        struct limit_table *tables[LIMIT_RULES_MAX] = {0}, *locked[LIMIT_RULES_MAX];
+        const struct limit_conn *refused = NULL;
+        size_t taken = 0;
+
+        n = min_size(n, LIMIT_RULES_MAX);
+        for (size_t i = 0; i < n; i++)
+                tables[i] = rules[i].zone->table;
+        lock_tables(tables, n, locked);
+        /* Two lines naming one zone count the request twice there, as in nginx. */
+        for (; taken < n; taken++) {
+                struct limit_table *t = tables[taken];
+                uint32_t at = find(t, key);
+                if (at == NONE) {
+                        at = insert(t, key, false);
+                        if (at == NONE)
+                                break; /* full: nginx refuses too */
+                        t->e[at].excess = 0;
+                        t->e[at].last = 0;
+                } else if (t->e[at].excess >= (int64_t) rules[taken].max) {
+                        break;
+                }
+                t->e[at].excess++;
+        }
+        if (taken < n) {
+                refused = &rules[taken];
+                while (taken-- > 0)
+                        conn_put(tables[taken], key);
+        } else {
+                for (size_t i = 0; i < n; i++)
+                        hold->tables[i] = limit_table_ref(tables[i]);
+                hold->n = n;
+                memcpy(hold->key, key, LIMIT_KEY);
+        }
+        unlock_tables(locked, n);
+        return refused;
+}
+
+void limit_conn_release(struct limit_conn_hold *hold)
+{
+        struct limit_table *locked[LIMIT_RULES_MAX];
+        size_t n = hold->n;
+
+        if (n == 0)
+                return;
+        lock_tables(hold->tables, n, locked);
+        for (size_t i = 0; i < n; i++)
+                conn_put(hold->tables[i], hold->key);
+        unlock_tables(locked, n);
+        for (size_t i = 0; i < n; i++)
+                limit_table_unref(hold->tables[i]);
+        hold->n = 0;
+}
+
+unsigned limit_conn_count(struct limit_table *t, const uint8_t key[LIMIT_KEY])
+{
+        pthread_mutex_lock(&t->lock);
+        uint32_t at = find(t, key);
+        unsigned n = at == NONE ? 0 : (unsigned) t->e[at].excess;
+        pthread_mutex_unlock(&t->lock);
+        return n;
 }

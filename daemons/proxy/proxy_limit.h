@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * proxy_limit: nginx's limit_req, per client address.
+ * proxy_limit: nginx's limit_req and limit_conn, per client address.
  *
  * A zone remembers, for each client, how far its requests run ahead of the
  * zone's rate: nginx's leaky bucket, an "excess" in thousandths of a request
@@ -13,6 +13,13 @@
  * clients as the zone's size allows; when it is full the client seen least
  * recently is forgotten. A reload keeps the table of a zone whose name and
  * size stay (limit_zones_adopt()), as nginx keeps its shared memory.
+ *
+ * A limit_conn zone counts instead the requests of each client that are
+ * being served: a request takes one from every limit_conn that applies when
+ * it starts, unless one of them is at its maximum (then it takes none and
+ * is refused), and gives them back when it ends. Such a zone forgets a
+ * client whose count is back to 0 and never one that has requests, so a
+ * full zone refuses newcomers, as nginx's does.
  */
 #ifndef WHARF_PROXY_LIMIT_H
 #define WHARF_PROXY_LIMIT_H
@@ -30,7 +37,8 @@ struct limit_table;
 
 struct limit_zone {
         char *name;
-        uint64_t rate; /* thousandths of a request per second */
+        bool conn;     /* limit_conn_zone: counts requests being served */
+        uint64_t rate; /* limit_req_zone: thousandths of a request per second */
         uint64_t size; /* bytes, as written */
         struct limit_table *table;
 };
@@ -40,6 +48,19 @@ struct limit_req {
         struct limit_zone *zone;
         uint64_t burst; /* thousandths of a request */
         uint64_t delay; /* thousandths: an excess up to this goes at once; UINT64_MAX: nodelay */
+};
+
+/* One limit_conn line. */
+struct limit_conn {
+        struct limit_zone *zone;
+        uint32_t max; /* requests of one client at once */
+};
+
+/* What a request holds of limit_conn zones, to give back when it ends. */
+struct limit_conn_hold {
+        struct limit_table *tables[LIMIT_RULES_MAX]; /* a reference each */
+        size_t n;
+        uint8_t key[LIMIT_KEY];
 };
 
 enum limit_verdict { LIMIT_PASS, LIMIT_DELAY, LIMIT_REFUSE };
@@ -72,5 +93,18 @@ bool limit_key(const struct sockaddr_storage *addr, socklen_t len, uint8_t key[L
  */
 struct limit_outcome limit_check(const struct limit_req *rules, size_t n,
                                  const uint8_t key[LIMIT_KEY], uint64_t now_ms);
+
+/*
+ * Counts a request of the client key in the zone of each of rules[0..n)
+ * into hold (empty before). When one is at its max, or its zone is full,
+ * none is counted and that rule is returned; NULL when all counted.
+ */
+const struct limit_conn *limit_conn_take(const struct limit_conn *rules, size_t n,
+                                         const uint8_t key[LIMIT_KEY],
+                                         struct limit_conn_hold *hold);
+/* Gives back what hold counts (nothing when empty), and empties it. */
+void limit_conn_release(struct limit_conn_hold *hold);
+/* The requests of key counted in t, for tests. */
+unsigned limit_conn_count(struct limit_table *t, const uint8_t key[LIMIT_KEY]);
 
 #endif

@@ -198,7 +198,9 @@ struct conn {
         struct spipe sp;
         size_t sp_bytes;
         struct ring_op op_sp_out;
-        struct ring_op op_delay; /* limit_req's timer */
+        struct ring_op op_delay;   /* limit_req's timer */
+        struct limit_conn_hold lc; /* what limit_conn counts of this request */
+        bool lc_done;              /* limit_conn applied to this request (once, as nginx) */
         struct __kernel_timespec delay_ts;
         bool delay_armed;
         bool rerouted; /* routed before (limit_req delay, internal redirect): limits, log values

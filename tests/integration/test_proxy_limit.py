@@ -1,12 +1,16 @@
 """wharf-proxy's limit_req (nginx's limit_req_zone / limit_req): refusals
 beside Debian's nginx with the same lines, delays, clients apart, a zone's
-memory kept across a reload, and a delayed request during a stop."""
+memory kept across a reload, and a delayed request during a stop. And
+limit_conn (limit_conn_zone / limit_conn): requests served at once per
+client, beside nginx, given back when they end however they end, and
+across a reload."""
 
 import os
 import re
 import shutil
 import signal
 import subprocess
+import threading
 import time
 
 import pytest
@@ -148,4 +152,182 @@ def test_refusals_of_the_config(proxies, tmp_path):
                        (4, "keys other than $binary_remote_addr are not implemented"),
                        (7, "names a zone no limit_req_zone defines"),
                        (8, "'302' is not a status from 400 to 599")]:
+        assert f"{bad}:{line}: " in out.stderr and text in out.stderr, (line, out.stderr)
+
+
+# ---- limit_conn ----
+
+class HoldingUpstream:
+    """An upstream that holds each /hold request until release(); others
+    are answered at once. held() is how many /hold requests it has now."""
+
+    def __init__(self):
+        self.gate = threading.Event()
+        self.lock = threading.Lock()
+        self.holding = 0
+        self.up = RawUpstream(self._answer)
+        self.address = self.up.address
+
+    def _answer(self, conn):
+        while True:
+            request, _ = read_http_request(conn)
+            if not request:
+                return
+            path = request.split(b" ")[1]
+            if path == b"/hold":
+                with self.lock:
+                    self.holding += 1
+                self.gate.wait(20)
+                with self.lock:
+                    self.holding -= 1
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(path), path))
+
+    def wait_held(self, n, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while self.holding != n:
+            assert time.monotonic() < deadline, f"{self.holding} requests held, not {n}"
+            time.sleep(0.01)
+
+    def release(self):
+        self.gate.set()
+
+    def close(self):
+        self.gate.set()
+        self.up.close()
+
+
+@pytest.fixture
+def holding():
+    up = HoldingUpstream()
+    yield up
+    up.close()
+
+
+CONN_ZONE = "$binary_remote_addr zone=addr:1m"
+
+
+def conn_site(up, location="limit_conn = addr 2\n", server=""):
+    return (f"[server]\nworkers = 2\nlimit_conn_zone = {CONN_ZONE}\n{server}"
+            f"[upstream u]\nserver = {up.address}\n[location /]\nproxy_pass = u\n{location}")
+
+
+def limit_conn_outcome(address, holding, source=None):
+    """Two /hold requests held, a third while they are; then released, and a
+    fourth: the statuses of the third, the two held, and the fourth."""
+    held = [wh.HttpConnection(address, timeout=20, source=source) for _ in range(2)]
+    try:
+        for c in held:
+            c.request("GET", "/hold")
+        holding.wait_held(2)
+        with wh.HttpConnection(address, timeout=10, source=source) as c:
+            third = c.exchange("GET", "/hold").status
+        holding.release()
+        two = [c.read_response("GET").status for c in held]
+    finally:
+        for c in held:
+            c.close()
+    with wh.HttpConnection(address, timeout=10, source=source) as c:
+        fourth = c.exchange("GET", "/quick").status
+    holding.gate.clear()
+    return third, two, fourth
+
+
+@pytest.mark.skipif(not os.access(NGINX, os.X_OK), reason="Debian's nginx is not installed")
+def test_limit_conn_refuses_as_nginx(proxies, holding):
+    """limit_conn addr 2: the third request while two are served is a 503,
+    the two are answered, and once they ended a fourth passes: in both."""
+    work = wh.short_tempdir("plc-ngx-")
+    port = wh.free_tcp_port()
+    conf = work / "nginx.conf"
+    conf.write_text(wh.nginx_conf(work, f"""\
+    limit_conn_zone {CONN_ZONE};
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            limit_conn addr 2;
+            proxy_read_timeout 30s;
+            proxy_pass http://{holding.address};
+        }}
+    }}"""))
+    nginx = subprocess.Popen([NGINX, "-c", str(conf), "-e", str(work / "nginx-error.log")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wh.wait_connectable(("127.0.0.1", port)).close()
+        theirs = limit_conn_outcome(("127.0.0.1", port), holding)
+        nginx_log = (work / "nginx-error.log").read_text()
+    finally:
+        nginx.terminate()
+        nginx.wait(10)
+        wh.remove_tree(work)
+    p = proxies(conn_site(holding))
+    ours = limit_conn_outcome(p.address, holding)
+    assert theirs == (503, [200, 200], 200)
+    assert ours == theirs
+    assert 'limiting connections by zone "addr"' in nginx_log
+    assert 'limiting connections by zone "addr", client: 127.0.0.1' in p.daemon.log_text()
+
+
+def test_limit_conn_counts_requests_not_connections(proxies, holding):
+    """limit_conn addr 1: one keep-alive connection makes any number of
+    requests one after another, pipelined too; a client's second request
+    at once is refused with limit_conn_status; another client is apart."""
+    p = proxies(conn_site(holding, location="limit_conn = addr 1\nlimit_conn_status = 429\n"))
+    with p.connect(timeout=10) as c:
+        assert [c.exchange("GET", "/quick").status for _ in range(5)] == [200] * 5
+        c.send(wh.build_request("GET", "/a") * 4)
+        assert [r.status for r in c.read_responses(["GET"] * 4)] == [200] * 4
+    with p.connect(timeout=20) as held:
+        held.request("GET", "/hold")
+        holding.wait_held(1)
+        assert statuses(p.address, 1, path="/quick") == [429]
+        assert statuses(p.address, 1, path="/quick", source=("127.0.0.2", 0)) == [200]
+        holding.release()
+        assert held.read_response("GET").status == 200
+    assert statuses(p.address, 1, path="/quick") == [200]
+
+
+def test_limit_conn_gives_back_what_a_vanished_client_held(proxies, holding):
+    """A client that goes away while its request is served leaves no count
+    behind once the proxy is done with the request."""
+    p = proxies(conn_site(holding, location="limit_conn = addr 1\n"))
+    gone = wh.HttpConnection(p.address, timeout=10)
+    gone.request("GET", "/hold")
+    holding.wait_held(1)
+    gone.close()
+    assert statuses(p.address, 1, path="/quick") == [503]
+    holding.release()
+    deadline = time.monotonic() + 10
+    while statuses(p.address, 1, path="/quick") != [200]:
+        assert time.monotonic() < deadline, "the count was never given back"
+        time.sleep(0.05)
+
+
+def test_limit_conn_counts_survive_a_reload(proxies, holding):
+    """A request counted before a reload still counts after it, and gives
+    its count back to the zone the new configuration uses."""
+    p = proxies(conn_site(holding, location="limit_conn = addr 1\n"))
+    with p.connect(timeout=20) as held:
+        held.request("GET", "/hold")
+        holding.wait_held(1)
+        p.reload()
+        assert statuses(p.address, 1, path="/quick") == [503]
+        holding.release()
+        assert held.read_response("GET").status == 200
+    assert statuses(p.address, 2, path="/quick") == [200, 200]
+
+
+def test_limit_conn_refusals_of_the_config(tmp_path):
+    bad = tmp_path / "bad.ini"
+    bad.write_text("[server]\nlisten = 127.0.0.1:1\n"
+                   "limit_conn_zone = $binary_remote_addr zone=addr:1m rate=1r/s\n"
+                   "limit_req_zone = $binary_remote_addr zone=req:1m rate=1r/s\n"
+                   "[location /]\nreturn = 204\nlimit_conn = addr\nlimit_conn = req 2\n"
+                   "limit_conn_status = 200\n")
+    out = subprocess.run([str(wh.daemon_binary("proxy")), "-c", str(bad), "--check-config"],
+                         capture_output=True, text=True)
+    assert out.returncode != 0
+    for line, text in [(3, "is not '$binary_remote_addr zone=NAME:SIZE'"),
+                       (7, "is not 'ZONE N'"),
+                       (8, "names a zone no limit_conn_zone defines"),
+                       (9, "'200' is not a status from 400 to 599")]:
         assert f"{bad}:{line}: " in out.stderr and text in out.stderr, (line, out.stderr)

@@ -730,6 +730,66 @@ static void test_limit_req(void)
         proxy_config_free(c);
 }
 
+static void test_limit_conn(void)
+{
+        struct proxy_config *c =
+            load("[server]\n"
+                 "limit_conn_zone = $binary_remote_addr zone=addr:10m\n"
+                 "limit_req_zone = $binary_remote_addr zone=req:1m rate=1r/s\n"
+                 "limit_conn = addr 10\nlimit_conn_status = 429\n"
+                 "[location /download/]\nreturn = 204\nlimit_conn = addr 1\nlimit_conn = addr 2\n"
+                 "limit_conn_status = 503\n"
+                 "[location /]\nreturn = 204\n"
+                 "[location /free/]\nreturn = 204\nlimit_req = zone=req\n");
+        ok(c && c->n_zones == 2 && c->zones[0].conn && !c->zones[1].conn,
+           "a limit_conn_zone beside a limit_req_zone");
+        if (!c || c->n_zones != 2) {
+                proxy_config_free(c);
+                return;
+        }
+        const struct location *dl = proxy_find_location(&c->servers[0], "/download/x", 11);
+        const struct location *root = proxy_find_location(&c->servers[0], "/x", 2);
+        const struct location *req = proxy_find_location(&c->servers[0], "/free/", 6);
+        ok(dl && dl->n_conn_limits == 2 && dl->conn_limits[0].zone == &c->zones[0] &&
+               dl->conn_limits[0].max == 1 && dl->conn_limits[1].max == 2 &&
+               dl->conn_limit_status == 503,
+           "a location's own lines and limit_conn_status");
+        ok(root && root->n_conn_limits == 1 && root->conn_limits[0].max == 10 &&
+               root->conn_limit_status == 429,
+           "a location without them has its server's");
+        ok(req && req->n_conn_limits == 1 && req->n_limits == 1,
+           "limit_req in a location leaves the server's limit_conn");
+
+        struct proxy_config *next =
+            load("[server]\nlimit_conn_zone = $binary_remote_addr zone=addr:10m\n"
+                 "limit_req_zone = $binary_remote_addr zone=other:1m rate=1r/s\n");
+        ok(next != NULL, "a second configuration loads");
+        if (next) {
+                proxy_config_adopt(next, c);
+                ok(next->zones[0].table == c->zones[0].table,
+                   "a reload keeps the counts of a limit_conn zone");
+                ok(next->zones[1].table != c->zones[1].table, "not those of another zone");
+        }
+        proxy_config_free(next);
+        proxy_config_free(c);
+
+        c = load("[server]\nlimit_conn_zone = $binary_remote_addr zone=a:1m\n"
+                 "limit_conn_zone = $binary_remote_addr zone=b:1m rate=1r/s\n"
+                 "limit_req_zone = $binary_remote_addr zone=a:1m rate=1r/s\n"
+                 "limit_conn_zone = $http_x zone=c:1m\n"
+                 "limit_req_zone = $binary_remote_addr zone=r:1m rate=1r/s\n"
+                 "[location /]\nreturn = 204\nlimit_conn = a\nlimit_conn = a 0\n"
+                 "limit_conn = a 2 3\nlimit_conn = r 1\nlimit_conn = nowhere 1\n"
+                 "limit_req = zone=a\nlimit_conn_status = 600\n");
+        ok(!c && diag_has(":3", "zone=NAME:SIZE'") && diag_has(":4", "already defined") &&
+               diag_has(":5", "not implemented") && diag_has(":9", "'ZONE N'") &&
+               diag_has(":10", "'ZONE N'") && diag_has(":11", "'ZONE N'") &&
+               diag_has(":12", "no limit_conn_zone") && diag_has(":13", "more than 4") &&
+               diag_has(":14", "no limit_req_zone") && diag_has(":15", "from 400 to 599"),
+           "every refusal at its line");
+        proxy_config_free(c);
+}
+
 static void test_internal_and_x_accel(void)
 {
         struct proxy_config *c =
@@ -832,6 +892,7 @@ int main(void)
         subtest("log escapes", test_log_escapes);
         subtest("log_format in the config", test_log_format_config);
         subtest("limit_req", test_limit_req);
+        subtest("limit_conn", test_limit_conn);
         subtest("internal and x_accel_redirect", test_internal_and_x_accel);
         subtest("uwsgi_param and proxy_set_header", test_upstream_params);
         config_diag_done(&diag);

@@ -2,7 +2,9 @@
 /*
  * Tests for daemons/proxy/proxy_limit.c: nginx's leaky bucket step by step
  * with explicit times (its numbers worked by hand from ngx_http_limit_req),
- * delays, several zones at once, the keys, and a full table.
+ * delays, several zones at once, the keys, and a full table; limit_conn's
+ * counts taken and given back, several lines, a full zone, and a zone that
+ * outlives its configuration.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -168,6 +170,107 @@ static void test_full_table(void)
         limit_table_unref(z.table);
 }
 
+static struct limit_zone conn_zone(const char *name, uint64_t size)
+{
+        struct limit_zone z = zone(name, 0, size);
+
+        z.conn = true;
+        return z;
+}
+
+static void test_conn(void)
+{
+        struct limit_zone z = conn_zone("addr", 1024 * 1024);
+        struct limit_conn two = {&z, 2};
+        struct limit_conn_hold h[4] = {0};
+        uint8_t a[LIMIT_KEY], b[LIMIT_KEY];
+
+        key_of("192.0.2.1", a);
+        key_of("192.0.2.2", b);
+        ok(limit_conn_take(&two, 1, a, &h[0]) == NULL && h[0].n == 1, "the first request counts");
+        ok(limit_conn_take(&two, 1, a, &h[1]) == NULL && limit_conn_count(z.table, a) == 2,
+           "the second too: 2 at once");
+        ok(limit_conn_take(&two, 1, a, &h[2]) == &two && h[2].n == 0 &&
+               limit_conn_count(z.table, a) == 2,
+           "a third is refused and holds nothing");
+        ok(limit_conn_take(&two, 1, b, &h[3]) == NULL && limit_conn_count(z.table, b) == 1,
+           "another client has its own count");
+        limit_conn_release(&h[0]);
+        ok(h[0].n == 0 && limit_conn_count(z.table, a) == 1, "a request that ends gives it back");
+        limit_conn_release(&h[0]);
+        ok(limit_conn_count(z.table, a) == 1, "giving back twice gives back once");
+        ok(limit_conn_take(&two, 1, a, &h[0]) == NULL, "so the next one counts");
+        limit_conn_release(&h[0]);
+        limit_conn_release(&h[1]);
+        limit_conn_release(&h[3]);
+        ok(limit_conn_count(z.table, a) == 0 && limit_conn_count(z.table, b) == 0, "all back to 0");
+        limit_table_unref(z.table);
+}
+
+static void test_conn_several(void)
+{
+        struct limit_zone per_client = conn_zone("addr", 1024 * 1024);
+        struct limit_zone other = conn_zone("other", 1024 * 1024);
+        struct limit_conn rules[] = {{&per_client, 3}, {&other, 1}};
+        struct limit_conn_hold h[3] = {0};
+        uint8_t a[LIMIT_KEY];
+
+        key_of("198.51.100.7", a);
+        ok(limit_conn_take(rules, 2, a, &h[0]) == NULL && h[0].n == 2, "counted in both zones");
+        ok(limit_conn_take(rules, 2, a, &h[1]) == &rules[1], "the second line refuses the next");
+        ok(limit_conn_count(per_client.table, a) == 1,
+           "and the first line's count of it was taken back");
+        /* A configuration reloaded without the zones: the hold keeps the tables alive. */
+        limit_table_unref(per_client.table);
+        limit_table_unref(other.table);
+        limit_conn_release(&h[0]);
+        ok(h[0].n == 0, "a request outliving its configuration still gives its counts back");
+
+        struct limit_zone same = conn_zone("addr", 1024 * 1024);
+        struct limit_conn twice[] = {{&same, 2}, {&same, 2}};
+        ok(limit_conn_take(twice, 2, a, &h[2]) == NULL && limit_conn_count(same.table, a) == 2,
+           "two lines of one zone count a request twice, as in nginx");
+        limit_conn_release(&h[2]);
+        ok(limit_conn_count(same.table, a) == 0, "and give both back");
+        limit_table_unref(same.table);
+}
+
+static void test_conn_full(void)
+{
+        struct limit_zone z = conn_zone("small", 1024); /* 16 clients */
+        struct limit_conn one = {&z, 1};
+        struct limit_conn_hold h[17] = {0};
+        uint8_t key[LIMIT_KEY];
+        char addr[32];
+        bool all = true;
+
+        ok(limit_table_capacity(z.table) == 16, "1k holds 16 clients");
+        for (int i = 0; i < 16; i++) {
+                snprintf(addr, sizeof(addr), "10.0.0.%d", i + 1);
+                key_of(addr, key);
+                all &= limit_conn_take(&one, 1, key, &h[i]) == NULL;
+        }
+        ok(all, "16 clients with a request each");
+        key_of("10.0.1.1", key);
+        ok(limit_conn_take(&one, 1, key, &h[16]) == &one,
+           "a 17th client is refused: a client with requests is never forgotten");
+        limit_conn_release(&h[3]);
+        ok(limit_conn_take(&one, 1, key, &h[16]) == NULL,
+           "once one is back to 0 its place is free");
+        for (int i = 0; i < 17; i++)
+                limit_conn_release(&h[i]);
+        all = true;
+        for (int i = 0; i < 16; i++) {
+                snprintf(addr, sizeof(addr), "10.0.2.%d", i + 1);
+                key_of(addr, key);
+                all &= limit_conn_take(&one, 1, key, &h[i]) == NULL;
+        }
+        ok(all, "emptied, the zone takes 16 new clients");
+        for (int i = 0; i < 16; i++)
+                limit_conn_release(&h[i]);
+        limit_table_unref(z.table);
+}
+
 int main(void)
 {
         subtest("the bucket", test_bucket);
@@ -175,5 +278,8 @@ int main(void)
         subtest("several zones", test_several_zones);
         subtest("keys", test_keys);
         subtest("a full table", test_full_table);
+        subtest("limit_conn", test_conn);
+        subtest("limit_conn, several lines", test_conn_several);
+        subtest("limit_conn, a full zone", test_conn_full);
         return done_testing();
 }
