@@ -136,6 +136,15 @@ bool proxy_access_allowed(const struct access_rule *rules, size_t n,
 bool proxy_addr_listed(const struct access_rule *rules, size_t n,
                        const struct sockaddr_storage *peer, socklen_t peer_len);
 
+/* Header names, each NUL-terminated, one after another. */
+struct name_list {
+        char *names;
+        size_t n;
+};
+
+/* Is name (any case) in l? */
+bool name_list_has(const struct name_list *l, const char *name, size_t len);
+
 struct location {
         char *prefix;
         size_t prefix_len;
@@ -161,6 +170,9 @@ struct location {
         bool x_accel;  /* an upstream's X-Accel-Redirect is followed (uwsgi_pass, proxy_pass) */
         bool request_buffering;        /* read a body whole before the upstream sees it */
         struct upstream_param *params; /* uwsgi_param (uwsgi_pass), proxy_set_header (proxy_pass) */
+        /* uwsgi_ or proxy_hide_header and _pass_header: the response headers kept from the client
+         */
+        struct name_list hide_headers, pass_headers;
         size_t n_params;
 };
 

@@ -77,8 +77,10 @@ struct server_settings {
         const struct config_entry *limit_conn[LIMIT_RULES_MAX]; /* likewise */
         size_t n_limit_conn;
         unsigned limit_conn_status;
-        struct config_strv uwsgi_param;      /* for the uwsgi_pass locations without their own */
-        struct config_strv proxy_set_header; /* likewise for proxy_pass */
+        struct config_strv uwsgi_param; /* for the uwsgi_pass locations without their own */
+        struct config_strv uwsgi_hide_header, uwsgi_pass_header; /* likewise */
+        struct config_strv proxy_hide_header, proxy_pass_header; /* for proxy_pass ones */
+        struct config_strv proxy_set_header;                     /* likewise for proxy_pass */
 };
 
 #define S(name, type)                                                                              \
@@ -119,6 +121,10 @@ static const struct config_key server_keys[] = {
     S(limit_req_status, CONFIG_UINT),
     S(limit_conn_status, CONFIG_UINT),
     S(uwsgi_param, CONFIG_STRV),
+    S(uwsgi_hide_header, CONFIG_STRV),
+    S(uwsgi_pass_header, CONFIG_STRV),
+    S(proxy_hide_header, CONFIG_STRV),
+    S(proxy_pass_header, CONFIG_STRV),
     S(proxy_set_header, CONFIG_STRV),
     {},
 };
@@ -183,6 +189,8 @@ struct location_settings {
         bool request_buffering;
         struct config_strv uwsgi_param;
         struct config_strv proxy_set_header;
+        struct config_strv uwsgi_hide_header, uwsgi_pass_header;
+        struct config_strv proxy_hide_header, proxy_pass_header;
 };
 
 #define L(name, key, type)                                                                         \
@@ -203,6 +211,10 @@ static const struct config_key location_keys[] = {
     L(x_accel_redirect, "x_accel_redirect", CONFIG_BOOL),
     L(request_buffering, "request_buffering", CONFIG_BOOL),
     L(uwsgi_param, "uwsgi_param", CONFIG_STRV),
+    L(uwsgi_hide_header, "uwsgi_hide_header", CONFIG_STRV),
+    L(uwsgi_pass_header, "uwsgi_pass_header", CONFIG_STRV),
+    L(proxy_hide_header, "proxy_hide_header", CONFIG_STRV),
+    L(proxy_pass_header, "proxy_pass_header", CONFIG_STRV),
     L(proxy_set_header, "proxy_set_header", CONFIG_STRV),
     {},
 };
@@ -1151,6 +1163,13 @@ static int value_check(struct builder *b, const struct config_entry *e, bool ser
             config_parse_uint(v, &st) == 0 && (st < 400 || st > 599))
                 config_diag_add(b->diag, true, b->f->path, e->line, e->key,
                                 "'%s' is not a status from 400 to 599", v);
+        size_t klen = strlen(e->key);
+        if (klen > 12 &&
+            (streq(e->key + klen - 12, "_hide_header") ||
+             streq(e->key + klen - 12, "_pass_header")) &&
+            !header_name_valid(v, strlen(v)))
+                config_diag_add(b->diag, true, b->f->path, e->line, e->key,
+                                "'%s' is not one header name (one a line)", v);
         if (!server)
                 return 0;
         if (strncmp(e->key, "gzip_", 5) == 0 && gzip_value_check(b, e) < 0)
@@ -1539,8 +1558,6 @@ static int add_header_append(struct location *l, const char *v)
         return 0;
 }
 
-/* The location's uwsgi_param or proxy_set_header lines, for the protocol it speaks. */
-
 /*
  * The location's uwsgi_param or proxy_set_header lines, for the protocol it
  * speaks; without its own, its server's, as nginx inherits them. The
@@ -1579,6 +1596,61 @@ static int params_build(struct builder *b, const struct location_settings *s,
                                         lines->v[j], why);
                 else
                         l->n_params++;
+        }
+        return 0;
+}
+
+bool name_list_has(const struct name_list *l, const char *name, size_t len)
+{
+        const char *p = l->names;
+
+        for (size_t i = 0; i < l->n; i++, p += strlen(p) + 1)
+                if (strlen(p) == len && strncasecmp(p, name, len) == 0)
+                        return true;
+        return false;
+}
+
+/*
+ * nginx's uwsgi_hide_header / proxy_hide_header (what gives the suffix),
+ * or _pass_header: a header name a line, for the protocol the location
+ * speaks; without lines of its own, its server's. Into *ret.
+ */
+static int names_build(struct builder *b, const struct config_entry *e, const struct location *l,
+                       const char *suffix, const struct config_strv *uwsgi_own,
+                       const struct config_strv *http_own, const struct config_strv *uwsgi_server,
+                       const struct config_strv *http_server, struct name_list *ret)
+{
+        bool uwsgi = l->kind == LOC_UWSGI;
+        const struct config_strv *lines = NULL;
+        char key[32];
+        size_t size = 0;
+
+        if (uwsgi_own->n && !uwsgi) {
+                snprintf(key, sizeof(key), "uwsgi_%s", suffix);
+                config_diag_add(b->diag, true, b->f->path, e->line, key, "needs uwsgi_pass here");
+        }
+        if (http_own->n && l->kind != LOC_HTTP) {
+                snprintf(key, sizeof(key), "proxy_%s", suffix);
+                config_diag_add(b->diag, true, b->f->path, e->line, key, "needs proxy_pass here");
+        }
+        if (uwsgi)
+                lines = uwsgi_own->n ? uwsgi_own : uwsgi_server;
+        else if (l->kind == LOC_HTTP)
+                lines = http_own->n ? http_own : http_server;
+        if (!lines || lines->n == 0)
+                return 0;
+        for (size_t j = 0; j < lines->n; j++)
+                size += strlen(lines->v[j]) + 1;
+        ret->names = malloc(size);
+        if (!ret->names)
+                return -ENOMEM;
+        char *p = ret->names;
+        for (size_t j = 0; j < lines->n; j++) {
+                const char *v = lines->v[j];
+                if (!header_name_valid(v, strlen(v)))
+                        continue; /* reported at its line, by value_check() */
+                p = stpcpy(p, v) + 1;
+                ret->n++;
         }
         return 0;
 }
@@ -1704,7 +1776,16 @@ static int build_location(struct builder *b, size_t i, struct location *l)
                         config_diag_add(b->diag, true, b->f->path, e->line, "add_header",
                                         "'%s' is not 'Name: value'", s->add_header.v[j]);
         }
-        return params_build(b, s, &b->server_settings[b->loc_server[i]], e, l);
+        const struct server_settings *ss = &b->server_settings[b->loc_server[i]];
+        r = params_build(b, s, ss, e, l);
+        if (r < 0)
+                return r;
+        r = names_build(b, e, l, "hide_header", &s->uwsgi_hide_header, &s->proxy_hide_header,
+                        &ss->uwsgi_hide_header, &ss->proxy_hide_header, &l->hide_headers);
+        if (r < 0)
+                return r;
+        return names_build(b, e, l, "pass_header", &s->uwsgi_pass_header, &s->proxy_pass_header,
+                           &ss->uwsgi_pass_header, &ss->proxy_pass_header, &l->pass_headers);
 }
 
 const struct error_page *proxy_error_page(const struct vserver *vs, int status)
@@ -1904,6 +1985,10 @@ static void builder_done(struct builder *b)
                 free(b->server_settings[i].real_ip_from);
                 free(b->server_settings[i].log_format);
                 config_strv_done(&b->server_settings[i].uwsgi_param);
+                config_strv_done(&b->server_settings[i].uwsgi_hide_header);
+                config_strv_done(&b->server_settings[i].uwsgi_pass_header);
+                config_strv_done(&b->server_settings[i].proxy_hide_header);
+                config_strv_done(&b->server_settings[i].proxy_pass_header);
                 config_strv_done(&b->server_settings[i].proxy_set_header);
                 config_strv_done(&b->server_settings[i].gzip_disable);
         }
@@ -1914,6 +1999,10 @@ static void builder_done(struct builder *b)
         for (size_t i = 0; i < b->n_loc_settings; i++) {
                 config_strv_done(&b->loc_settings[i].add_header);
                 config_strv_done(&b->loc_settings[i].uwsgi_param);
+                config_strv_done(&b->loc_settings[i].uwsgi_hide_header);
+                config_strv_done(&b->loc_settings[i].uwsgi_pass_header);
+                config_strv_done(&b->loc_settings[i].proxy_hide_header);
+                config_strv_done(&b->loc_settings[i].proxy_pass_header);
                 config_strv_done(&b->loc_settings[i].proxy_set_header);
                 free(b->loc_settings[i].rules);
         }
@@ -2050,6 +2139,8 @@ struct proxy_config *proxy_config_free(struct proxy_config *c)
                         for (size_t k = 0; k < vs->locations[j].n_params; k++)
                                 upstream_param_done(&vs->locations[j].params[k]);
                         free(vs->locations[j].params);
+                        free(vs->locations[j].hide_headers.names);
+                        free(vs->locations[j].pass_headers.names);
                 }
                 free(vs->locations);
                 for (size_t j = 0; j < vs->names.n; j++)

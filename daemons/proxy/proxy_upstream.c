@@ -1000,12 +1000,50 @@ static void body_feed(struct conn *c, char *p, size_t n)
         }
 }
 
-static bool resp_header_dropped(struct span name, enum client_framing cf)
+/*
+ * What nginx keeps from the client by default: its instructions
+ * (X-Accel-...), and Date, Server and X-Pad from an HTTP server (whose
+ * Server and Date are nginx's own then; a uwsgi server's go through); the
+ * location's hide_header names too. Its pass_header names go through all
+ * the same.
+ */
+static bool resp_header_hidden(const struct location *l, struct span name)
 {
-        if (hop_by_hop(name) || name_is(name, "Server") || name_is(name, "Date"))
+        static const char *const accel[] = {"X-Accel-Expires", "X-Accel-Redirect",
+                                            "X-Accel-Limit-Rate", "X-Accel-Buffering",
+                                            "X-Accel-Charset"};
+        bool hidden = l->hide_headers.n && name_list_has(&l->hide_headers, name.ptr, name.len);
+
+        for (size_t i = 0; !hidden && i < ARRAY_SIZE(accel); i++)
+                hidden = name_is(name, accel[i]);
+        if (!hidden && l->kind != LOC_UWSGI)
+                hidden = name_is(name, "Date") || name_is(name, "Server") || name_is(name, "X-Pad");
+        return hidden &&
+               !(l->pass_headers.n && name_list_has(&l->pass_headers, name.ptr, name.len));
+}
+
+static bool resp_header_dropped(const struct conn *c, struct span name, enum client_framing cf)
+{
+        if (hop_by_hop(name) || resp_header_hidden(c->loc, name))
                 return true;
         /* We write the length ourselves, except where the body is absent (HEAD, 304). */
         return cf != CF_NONE && name_is(name, "Content-Length");
+}
+
+/* Our Server and Date lines, where the client gets none from the upstream. */
+static bool write_server_date(struct conn *c, const struct http_response *resp)
+{
+        static const struct span server = {"Server", 6}, date = {"Date", 4};
+        bool ok = true;
+
+        if (!http_response_header(resp, "Server") || resp_header_hidden(c->loc, server))
+                ok = outq_append(c, "Server: ", 8) &&
+                     outq_append(c, c->w->cfg->server_header, strlen(c->w->cfg->server_header)) &&
+                     outq_append(c, "\r\n", 2);
+        if (!http_response_header(resp, "Date") || resp_header_hidden(c->loc, date))
+                ok = ok && outq_append(c, "Date: ", 6) &&
+                     outq_append(c, c->w->date, HTTP_DATE_LEN) && outq_append(c, "\r\n", 2);
+        return ok;
 }
 
 /* The client's response head, from the upstream's. */
@@ -1040,13 +1078,10 @@ static bool write_client_head(struct conn *c, const struct http_response *resp)
         else
                 ok = ok && outq_append(c, http_status_reason(resp->status),
                                        strlen(http_status_reason(resp->status)));
-        ok = ok && outq_append(c, "\r\nServer: ", 10) &&
-             outq_append(c, c->w->cfg->server_header, strlen(c->w->cfg->server_header)) &&
-             outq_append(c, "\r\nDate: ", 8) && outq_append(c, c->w->date, HTTP_DATE_LEN) &&
-             outq_append(c, "\r\n", 2);
+        ok = ok && outq_append(c, "\r\n", 2) && write_server_date(c, resp);
         for (size_t i = 0; i < resp->n_headers && ok; i++) {
                 const struct http_header *h = &resp->headers[i];
-                if (resp_header_dropped(h->name, c->cf) ||
+                if (resp_header_dropped(c, h->name, c->cf) ||
                     (c->gz_head && name_is(h->name, "Content-Length")))
                         continue;
                 ok = outq_append(c, h->name.ptr, h->name.len) && outq_append(c, ": ", 2);
@@ -1093,14 +1128,12 @@ static bool upstream_keeps(const struct conn *c, const struct http_response *res
 /* The 101 head for the client: the upstream's headers, the upgrade among them. */
 static bool write_tunnel_head(struct conn *c, const struct http_response *resp)
 {
-        bool ok = outq_append(c, "HTTP/1.1 101 Switching Protocols\r\nServer: ", 42) &&
-                  outq_append(c, c->w->cfg->server_header, strlen(c->w->cfg->server_header)) &&
-                  outq_append(c, "\r\nDate: ", 8) && outq_append(c, c->w->date, HTTP_DATE_LEN) &&
-                  outq_append(c, "\r\n", 2);
+        bool ok = outq_append(c, "HTTP/1.1 101 Switching Protocols\r\n", 34) &&
+                  write_server_date(c, resp);
 
         for (size_t i = 0; i < resp->n_headers && ok; i++) {
                 const struct http_header *h = &resp->headers[i];
-                if (!name_is(h->name, "Upgrade") && resp_header_dropped(h->name, CF_NONE))
+                if (!name_is(h->name, "Upgrade") && resp_header_dropped(c, h->name, CF_NONE))
                         continue;
                 ok = outq_append(c, h->name.ptr, h->name.len) && outq_append(c, ": ", 2) &&
                      outq_append(c, h->value.ptr, h->value.len) && outq_append(c, "\r\n", 2);
