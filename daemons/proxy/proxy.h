@@ -32,6 +32,7 @@
 #include "listen.h"
 #include "loops.h"
 #include "proxy_limit.h"
+#include "realip.h"
 #include "proxy_logfmt.h"
 
 /* ---- configuration (proxy_config.c) ---- */
@@ -119,23 +120,6 @@ struct upstream_param {
  */
 bool proxy_var_before_response(int var);
 
-/* allow / deny: nginx's access module. The first rule that matches decides. */
-struct access_rule {
-        bool allow;
-        int family;       /* AF_INET, AF_INET6, AF_UNIX ("unix:"), or 0 ("all") */
-        uint8_t addr[16]; /* the network, its host bits cleared */
-        unsigned prefix;  /* bits of addr that must match */
-};
-
-/* "all", "unix:", an address or address/prefix, IPv4 or IPv6. 0 or -EINVAL. */
-int proxy_access_rule_parse(const char *value, bool allow, struct access_rule *ret);
-/* Whether a client at peer may use a location with these rules (none: yes). */
-bool proxy_access_allowed(const struct access_rule *rules, size_t n,
-                          const struct sockaddr_storage *peer, socklen_t peer_len);
-/* Whether peer is in any of these networks (their allow flags are not looked at). */
-bool proxy_addr_listed(const struct access_rule *rules, size_t n,
-                       const struct sockaddr_storage *peer, socklen_t peer_len);
-
 /* Header names, each NUL-terminated, one after another. */
 struct name_list {
         char *names;
@@ -158,7 +142,7 @@ struct location {
         char *add_headers; /* "Name: value\r\n" lines, or NULL */
         size_t add_headers_len;
         bool gzip; /* compress responses (the server's gzip, or the location's own) */
-        struct access_rule *rules; /* the location's allow/deny, else the server's */
+        struct realip_rule *rules; /* the location's allow/deny, else the server's */
         size_t n_rules;
         struct limit_req limits[LIMIT_RULES_MAX]; /* the location's limit_req, else the server's */
         size_t n_limits;
@@ -214,27 +198,11 @@ struct vserver {
         struct gzip_conf gzip;
         struct error_page *error_pages;
         size_t n_error_pages;
-        /* nginx's realip module: set_real_ip_from, real_ip_header, real_ip_recursive. */
-        struct access_rule *real_ip_from;
-        size_t n_real_ip_from;
-        char *real_ip_header;
-        bool real_ip_recursive;
+        struct realip_conf real_ip; /* set_real_ip_from, real_ip_header, real_ip_recursive */
 };
 
 /* The page for status in vs (NULL: the built-in one). */
 const struct error_page *proxy_error_page(const struct vserver *vs, int status);
-
-struct http_request;
-/*
- * The client a trusted peer (set_real_ip_from) names in real_ip_header, as
- * nginx's realip module finds it: the whole value, or for X-Forwarded-For
- * the last address, or with real_ip_recursive the last one that is not
- * trusted itself. Its port is 0. False (ret untouched) when the peer is not
- * trusted or the header holds no address.
- */
-bool proxy_real_ip(const struct vserver *vs, const struct http_request *req,
-                   const struct sockaddr_storage *peer, socklen_t peer_len,
-                   struct sockaddr_storage *ret, socklen_t *ret_len);
 
 struct proxy_config {
         struct config_file *file;

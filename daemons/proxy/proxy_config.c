@@ -65,9 +65,9 @@ struct server_settings {
         struct config_strv gzip_disable;
         struct error_page *error_pages; /* read as their lines come */
         size_t n_error_pages;
-        struct access_rule *rules; /* allow, deny: in the order written */
+        struct realip_rule *rules; /* allow, deny: in the order written */
         size_t n_rules;
-        struct access_rule *real_ip_from;
+        struct realip_rule *real_ip_from;
         size_t n_real_ip_from;
         const char *real_ip_header;
         bool real_ip_recursive;
@@ -174,7 +174,7 @@ struct location_settings {
         struct config_strv add_header;
         bool gzip;
         bool has_gzip;
-        struct access_rule *rules; /* allow, deny: in the order written */
+        struct realip_rule *rules; /* allow, deny: in the order written */
         size_t n_rules;
         const struct config_entry *limit_req[LIMIT_RULES_MAX];
         size_t n_limit_req;
@@ -674,211 +674,16 @@ static void error_pages_free(struct error_page *pages, size_t n)
         free(pages);
 }
 
-int proxy_access_rule_parse(const char *value, bool allow, struct access_rule *ret)
-{
-        char addr[INET6_ADDRSTRLEN];
-        const char *slash = strchr(value, '/');
-        size_t len = slash ? (size_t) (slash - value) : strlen(value);
-        unsigned max;
-
-        *ret = (struct access_rule){.allow = allow};
-        if (streq(value, "all"))
-                return 0;
-        if (streq(value, "unix:")) {
-                ret->family = AF_UNIX;
-                return 0;
-        }
-        if (len == 0 || len >= sizeof(addr))
-                return -EINVAL;
-        memcpy(addr, value, len);
-        addr[len] = '\0';
-        if (inet_pton(AF_INET, addr, ret->addr) == 1) {
-                ret->family = AF_INET;
-                max = 32;
-        } else if (inet_pton(AF_INET6, addr, ret->addr) == 1) {
-                ret->family = AF_INET6;
-                max = 128;
-        } else {
-                return -EINVAL;
-        }
-        ret->prefix = max;
-        if (slash) {
-                const char *p = slash + 1;
-                unsigned n = 0;
-                if (!*p || strlen(p) > 3)
-                        return -EINVAL;
-                for (; *p; p++) {
-                        if (*p < '0' || *p > '9')
-                                return -EINVAL;
-                        n = n * 10 + (unsigned) (*p - '0');
-                }
-                if (n > max)
-                        return -EINVAL;
-                ret->prefix = n;
-        }
-        /* 10.1.2.3/8 means 10.0.0.0/8, as nginx takes it. */
-        for (unsigned bit = ret->prefix; bit < max; bit++)
-                ret->addr[bit / 8] &= (uint8_t) ~(0x80u >> (bit % 8));
-        return 0;
-}
-
-/* A peer as the rules see it: its family and address bytes. */
-struct peer_key {
-        int family; /* AF_UNSPEC when unknown */
-        uint8_t addr[16];
-};
-
-static struct peer_key peer_key(const struct sockaddr_storage *peer, socklen_t peer_len)
-{
-        struct peer_key k = {.family = peer_len > 0 ? peer->ss_family : AF_UNSPEC};
-
-        if (k.family == AF_INET) {
-                memcpy(k.addr, &((const struct sockaddr_in *) peer)->sin_addr, 4);
-        } else if (k.family == AF_INET6) {
-                const struct in6_addr *a6 = &((const struct sockaddr_in6 *) peer)->sin6_addr;
-                /* An IPv4 client on a dual-stack socket is matched as IPv4. */
-                if (IN6_IS_ADDR_V4MAPPED(a6)) {
-                        k.family = AF_INET;
-                        memcpy(k.addr, a6->s6_addr + 12, 4);
-                } else {
-                        memcpy(k.addr, a6->s6_addr, 16);
-                }
-        }
-        return k;
-}
-
-static bool rule_matches(const struct access_rule *r, const struct peer_key *k)
-{
-        if (r->family != 0 && r->family != k->family)
-                return false;
-        if (r->family == AF_INET || r->family == AF_INET6) {
-                unsigned full = r->prefix / 8, bits = r->prefix % 8;
-                if (memcmp(r->addr, k->addr, full) != 0)
-                        return false;
-                if (bits && ((r->addr[full] ^ k->addr[full]) & (uint8_t) (0xff00u >> bits)))
-                        return false;
-        }
-        return true;
-}
-
-/* The first of rules that peer matches, or NULL. */
-static const struct access_rule *first_match(const struct access_rule *rules, size_t n,
-                                             const struct sockaddr_storage *peer,
-                                             socklen_t peer_len)
-{
-        struct peer_key k = peer_key(peer, peer_len);
-
-        for (size_t i = 0; i < n; i++)
-                if (rule_matches(&rules[i], &k))
-                        return &rules[i];
-        return NULL;
-}
-
-bool proxy_access_allowed(const struct access_rule *rules, size_t n,
-                          const struct sockaddr_storage *peer, socklen_t peer_len)
-{
-        const struct access_rule *r = first_match(rules, n, peer, peer_len);
-
-        return !r || r->allow;
-}
-
-bool proxy_addr_listed(const struct access_rule *rules, size_t n,
-                       const struct sockaddr_storage *peer, socklen_t peer_len)
-{
-        return first_match(rules, n, peer, peer_len) != NULL;
-}
-
-/* One address, spaces around it allowed, no port. */
-static bool addr_parse(const char *p, const char *end, struct sockaddr_storage *ret,
-                       socklen_t *ret_len)
-{
-        char text[INET6_ADDRSTRLEN];
-
-        while (p < end && (*p == ' ' || *p == '\t'))
-                p++;
-        while (end > p && (end[-1] == ' ' || end[-1] == '\t'))
-                end--;
-        if (end == p || (size_t) (end - p) >= sizeof(text))
-                return false;
-        memcpy(text, p, (size_t) (end - p));
-        text[end - p] = '\0';
-        *ret = (struct sockaddr_storage){0};
-        struct sockaddr_in *v4 = (struct sockaddr_in *) ret;
-        struct sockaddr_in6 *v6 = (struct sockaddr_in6 *) ret;
-        if (inet_pton(AF_INET, text, &v4->sin_addr) == 1) {
-                v4->sin_family = AF_INET;
-                *ret_len = sizeof(*v4);
-                return true;
-        }
-        if (inet_pton(AF_INET6, text, &v6->sin6_addr) == 1) {
-                v6->sin6_family = AF_INET6;
-                *ret_len = sizeof(*v6);
-                return true;
-        }
-        return false;
-}
-
-bool proxy_real_ip(const struct vserver *vs, const struct http_request *req,
-                   const struct sockaddr_storage *peer, socklen_t peer_len,
-                   struct sockaddr_storage *ret, socklen_t *ret_len)
-{
-        const struct http_header *h = NULL;
-        struct sockaddr_storage cand;
-        socklen_t cand_len = 0;
-
-        if (!vs->n_real_ip_from ||
-            !proxy_addr_listed(vs->real_ip_from, vs->n_real_ip_from, peer, peer_len))
-                return false;
-        /* The last line of the header: the one the nearest proxy wrote. */
-        for (size_t i = 0; i < req->n_headers; i++)
-                if (span_eq_case(req->headers[i].name, vs->real_ip_header))
-                        h = &req->headers[i];
-        if (!h)
-                return false;
-        bool list = strcasecmp(vs->real_ip_header, "X-Forwarded-For") == 0;
-        const char *start = h->value.ptr, *end = start + h->value.len;
-        while (end > start) {
-                const char *el = end;
-                while (list && el > start && el[-1] != ',')
-                        el--;
-                if (!list)
-                        el = start;
-                struct sockaddr_storage a;
-                socklen_t a_len;
-                if (!addr_parse(el, end, &a, &a_len))
-                        break;
-                cand = a;
-                cand_len = a_len;
-                /* Recursive: a trusted proxy in the list passes us on to the one before. */
-                if (!list || !vs->real_ip_recursive ||
-                    !proxy_addr_listed(vs->real_ip_from, vs->n_real_ip_from, &a, a_len))
-                        break;
-                end = el > start ? el - 1 : start;
-        }
-        if (!cand_len)
-                return false;
-        *ret = cand;
-        *ret_len = cand_len;
-        return true;
-}
-
-/* An allow or deny line, kept in order with the others of its section. */
+/* An allow, deny or set_real_ip_from line, kept in order with the others of its section. */
 static int access_rule_add(struct builder *b, const struct config_entry *e,
-                           struct access_rule **rules, size_t *n)
+                           struct realip_rule **rules, size_t *n)
 {
-        struct access_rule rule, *p;
+        int r = realip_rules_add(rules, n, e->value, streq(e->key, "allow"));
 
-        if (proxy_access_rule_parse(e->value, streq(e->key, "allow"), &rule) < 0) {
+        if (r == -EINVAL)
                 config_diag_add(b->diag, true, b->f->path, e->line, e->key,
                                 "'%s' is not all, unix:, an address or address/prefix", e->value);
-                return 0;
-        }
-        p = realloc(*rules, (*n + 1) * sizeof(*p));
-        if (!p)
-                return -ENOMEM;
-        p[(*n)++] = rule;
-        *rules = p;
-        return 0;
+        return r == -ENOMEM ? r : 0;
 }
 
 /* "10m" of zone=NAME:10m, "1r/s" or "30r/m" of rate=. */
@@ -1687,7 +1492,7 @@ static int build_location(struct builder *b, size_t i, struct location *l)
         {
                 /* A location without allow/deny of its own has its server's, as in nginx. */
                 const struct server_settings *ss = &b->server_settings[b->loc_server[i]];
-                const struct access_rule *rules = s->n_rules ? s->rules : ss->rules;
+                const struct realip_rule *rules = s->n_rules ? s->rules : ss->rules;
                 size_t n = s->n_rules ? s->n_rules : ss->n_rules;
                 if (n) {
                         l->rules = malloc(n * sizeof(*l->rules));
@@ -1878,14 +1683,13 @@ static int build_servers(struct builder *b)
                 vs->error_pages = TAKE_PTR(s->error_pages);
                 vs->n_error_pages = s->n_error_pages;
                 s->n_error_pages = 0;
-                vs->real_ip_from = TAKE_PTR(s->real_ip_from);
-                vs->n_real_ip_from = s->n_real_ip_from;
-                vs->real_ip_recursive = s->real_ip_recursive;
-                vs->real_ip_header = strdup(s->real_ip_header);
-                if (!vs->real_ip_header)
-                        return -ENOMEM;
-                if (streq(s->real_ip_header, "proxy_protocol") ||
-                    !header_name_valid(s->real_ip_header, strlen(s->real_ip_header)))
+                vs->real_ip.from = TAKE_PTR(s->real_ip_from);
+                vs->real_ip.n_from = s->n_real_ip_from;
+                vs->real_ip.recursive = s->real_ip_recursive;
+                r = realip_conf_set_header(&vs->real_ip, s->real_ip_header);
+                if (r == -ENOMEM)
+                        return r;
+                if (r < 0)
                         config_diag_add(b->diag, true, origin, 0, "real_ip_header",
                                         "'%s' is not a header name (the PROXY protocol is not "
                                         "implemented)",
@@ -2151,8 +1955,7 @@ struct proxy_config *proxy_config_free(struct proxy_config *c)
                 free(vs->gzip.types);
                 gzip_disable_done(&vs->gzip);
                 error_pages_free(vs->error_pages, vs->n_error_pages);
-                free(vs->real_ip_from);
-                free(vs->real_ip_header);
+                realip_conf_done(&vs->real_ip);
         }
         free(c->servers);
         for (size_t i = 0; i < c->n_upstreams; i++) {

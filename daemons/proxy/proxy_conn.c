@@ -1074,8 +1074,9 @@ static void conn_route(struct conn *c, const struct http_request *req, size_t he
 
         c->vs = proxy_find_server(c->cfg, req->host.ptr ? req->host.ptr : "", req->host.len);
         c->client_len = 0;
-        if (c->vs->n_real_ip_from)
-                (void) proxy_real_ip(c->vs, req, &c->peer, c->peer_len, &c->client, &c->client_len);
+        if (c->vs->real_ip.n_from)
+                (void) realip_from_request(&c->vs->real_ip, req, &c->peer, c->peer_len, &c->client,
+                                           &c->client_len);
         if (c->requests >= c->vs->keepalive_requests || w->stopping)
                 c->keep_alive = false;
         plen = req->path.len == 1 && req->path.ptr[0] == '*'
@@ -1109,7 +1110,7 @@ static void conn_route(struct conn *c, const struct http_request *req, size_t he
         socklen_t client_len;
         const struct sockaddr_storage *client = conn_client(c, &client_len);
         if (c->loc->n_rules &&
-            !proxy_access_allowed(c->loc->rules, c->loc->n_rules, client, client_len)) {
+            !realip_rules_allow(c->loc->rules, c->loc->n_rules, client, client_len)) {
                 log_info("access forbidden by rule: %.*s", (int) min_size(req->target.len, 200),
                          req->target.ptr);
                 conn_consume(c, head_len);

@@ -367,7 +367,7 @@ static bool allowed(const struct location *l, const char *addr)
         socklen_t len;
         struct sockaddr_storage ss = peer_of(addr, &len);
 
-        return proxy_access_allowed(l->rules, l->n_rules, &ss, len);
+        return realip_rules_allow(l->rules, l->n_rules, &ss, len);
 }
 
 static void test_access_rules(void)
@@ -395,17 +395,17 @@ static void test_access_rules(void)
                allowed(root, "192.0.2.67"),
            "a location without rules has its server's");
         ok(open && allowed(open, "192.0.2.66"), "a location's own rules replace the server's");
-        ok(proxy_access_allowed(NULL, 0, NULL, 0), "no rules: allowed");
+        ok(realip_rules_allow(NULL, 0, NULL, 0), "no rules: allowed");
         proxy_config_free(c);
 
-        struct access_rule r;
-        ok(proxy_access_rule_parse("10.0.0.0/33", true, &r) < 0, "/33 for IPv4 refused");
-        ok(proxy_access_rule_parse("::/129", true, &r) < 0, "/129 for IPv6 refused");
-        ok(proxy_access_rule_parse("10.0.0.0/", true, &r) < 0, "an empty prefix refused");
-        ok(proxy_access_rule_parse("10.0.0.0/1x", true, &r) < 0, "a prefix with a letter");
-        ok(proxy_access_rule_parse("example.com", true, &r) < 0, "a name refused");
-        ok(proxy_access_rule_parse("/8", true, &r) < 0, "no address refused");
-        ok(proxy_access_rule_parse("::/0", false, &r) == 0 && r.prefix == 0 && !r.allow, "::/0");
+        struct realip_rule r;
+        ok(realip_rule_parse("10.0.0.0/33", true, &r) < 0, "/33 for IPv4 refused");
+        ok(realip_rule_parse("::/129", true, &r) < 0, "/129 for IPv6 refused");
+        ok(realip_rule_parse("10.0.0.0/", true, &r) < 0, "an empty prefix refused");
+        ok(realip_rule_parse("10.0.0.0/1x", true, &r) < 0, "a prefix with a letter");
+        ok(realip_rule_parse("example.com", true, &r) < 0, "a name refused");
+        ok(realip_rule_parse("/8", true, &r) < 0, "no address refused");
+        ok(realip_rule_parse("::/0", false, &r) == 0 && r.prefix == 0 && !r.allow, "::/0");
         c = load("[location /]\nreturn = 200\ndeny = everyone\n");
         ok(!c && diag_has("all, unix:, an address", "proxy.ini:3"), "a bad rule, with its line");
         proxy_config_free(c);
@@ -424,7 +424,7 @@ static const char *real_ip(const struct vserver *vs, const char *peer, const cha
         snprintf(raw, sizeof(raw), "GET / HTTP/1.1\r\nHost: a\r\n%s\r\n", headers);
         if (http_parse_request(raw, strlen(raw), sizeof(raw), &req) <= 0)
                 return "unparsed";
-        if (!proxy_real_ip(vs, &req, &from, peer_len, &got, &got_len))
+        if (!realip_from_request(&vs->real_ip, &req, &from, peer_len, &got, &got_len))
                 return "-";
         const void *a = got.ss_family == AF_INET
                             ? (const void *) &((struct sockaddr_in *) &got)->sin_addr
