@@ -4,8 +4,10 @@
  * nginx buffers request bodies, so that a slow client never holds an
  * application worker: in memory up to a limit (client_body_buffer_size),
  * beyond it in an unlinked temporary file (O_TMPFILE) that goes with the
- * request. The file is written and read with plain pwrite/pread: it lives in
- * the page cache, as nginx's client_body_temp_path does.
+ * request. The file is written with plain pwrite: it lives in the page
+ * cache, as nginx's client_body_temp_path does. The exchange sends it to the
+ * upstream with sendfile(2) (proxy_upstream.c); reqbody_next() reads it
+ * back with pread only where sendfile cannot.
  */
 #ifndef WHARF_PROXY_BODY_H
 #define WHARF_PROXY_BODY_H

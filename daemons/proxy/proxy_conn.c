@@ -519,6 +519,7 @@ static void request_reset(struct conn *c)
         }
         reqbody_free(&c->rb);
         c->buffered = false;
+        c->rb_copy = false;
         free(c->uphead);
         c->uphead = NULL;
         c->uphead_len = c->uphead_sent = 0;

@@ -4,8 +4,9 @@
  *
  * The request leaves as a uwsgi packet (the variables of Debian's
  * /etc/nginx/uwsgi_params plus every header as HTTP_*) or as an HTTP/1.1
- * head, followed by the body as it arrives from the client: streamed when
- * its length is known, buffered first when it came chunked. The response
+ * head, followed by the body: read whole first (proxy_body.c), from memory
+ * or, when it is large, from its file with sendfile(2); or with
+ * request_buffering = off streamed as it arrives from the client. The response
  * head is parsed strictly and rewritten for the client (hop-by-hop headers
  * dropped, our Server and Date, framing chosen for this client); the body is
  * read into the client's output queue up to response_buffer bytes ahead of
@@ -39,9 +40,13 @@
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <strings.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 
 #include "uwsgi.h"
+
+/* What one sendfile of a buffered body asks for; the socket's room decides what it moves. */
+#define BODY_SENDFILE_MAX (1u << 20)
 
 static void up_send_pump(struct conn *c);
 static void up_recv_pump(struct conn *c);
@@ -98,6 +103,8 @@ static void upconn_close(struct upconn *u)
                 upconn_cancel(u, &u->op_recv);
         if (u->sp_in_armed)
                 upconn_cancel(u, &u->op_sp_in);
+        if (u->body_armed)
+                upconn_cancel(u, &u->op_body);
         upconn_maybe_free(u);
 }
 
@@ -106,6 +113,7 @@ static void on_up_send(struct ring_op *op, int res, unsigned flags);
 static void on_up_recv(struct ring_op *op, int res, unsigned flags);
 static void on_up_poll(struct ring_op *op, int res, unsigned flags);
 static void on_up_readable(struct ring_op *op, int res, unsigned flags);
+static void on_up_writable(struct ring_op *op, int res, unsigned flags);
 
 static struct upconn *upconn_new(struct worker *w)
 {
@@ -126,6 +134,7 @@ static struct upconn *upconn_new(struct worker *w)
         u->op_recv.handler = on_up_recv;
         u->op_poll.handler = on_up_poll;
         u->op_sp_in.handler = on_up_readable;
+        u->op_body.handler = on_up_writable;
         u->all_next = w->up_all;
         if (w->up_all)
                 w->up_all->all_prev = u;
@@ -640,7 +649,7 @@ static void up_release(struct conn *c, bool reusable)
         c->up = NULL;
         atomic_fetch_sub(&u->server->active, 1);
         atomic_fetch_sub_explicit(&c->w->stats.upstream_busy, 1, memory_order_relaxed);
-        if (reusable && !u->send_busy && !u->recv_busy && !u->sp_in_armed)
+        if (reusable && !u->send_busy && !u->recv_busy && !u->sp_in_armed && !u->body_armed)
                 pool_put(c->w, u, c->loc->upstream->keepalive);
         else
                 upconn_close(u);
@@ -788,6 +797,86 @@ static void on_up_connect(struct ring_op *op, int res, unsigned flags)
         up_recv_pump(c);
 }
 
+/*
+ * The upstream stopped reading: it may have answered without the body (a
+ * view that ignores it). Its response still goes to the client; the rest of
+ * the body is skipped.
+ */
+static void up_body_refused(struct conn *c)
+{
+        c->body_broken = true;
+        c->up_keep = false;
+        up_recv_pump(c);
+        exchange_input(c);
+}
+
+/*
+ * A buffered body in a file goes to the upstream with sendfile(2), from the
+ * page cache to the socket without a copy through here. When the socket is
+ * full a POLLOUT waits (op_body), and on_up_writable() comes back here.
+ */
+static void body_sendfile(struct conn *c)
+{
+        struct upconn *u = c->up;
+        struct io_uring_sqe *sqe;
+
+        if (u->body_armed)
+                return;
+        while (c->rb.sent < c->rb.len) {
+                off_t off = (off_t) c->rb.sent;
+                size_t want = (size_t) min_u64(c->rb.len - c->rb.sent, BODY_SENDFILE_MAX);
+                ssize_t n = sendfile(u->fd, c->rb.fd, &off, want);
+                if (n > 0) {
+                        reqbody_sent(&c->rb, (size_t) n);
+                        c->body_sent += (uint64_t) n;
+                        u->deadline = c->w->now + c->loc->upstream->read_timeout;
+                        continue;
+                }
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0 && errno == EAGAIN)
+                        break;
+                if (n < 0 && (errno == EINVAL || errno == ENOSYS) && c->body_sent == 0) {
+                        c->rb_copy = true; /* a file sendfile cannot read: pread it is */
+                        up_send_pump(c);
+                        return;
+                }
+                if (n == 0) {
+                        up_fail(c, 502, "the buffered request body is shorter than it was", 0);
+                        return;
+                }
+                up_body_refused(c);
+                return;
+        }
+        if (c->rb.sent == c->rb.len)
+                return;
+        sqe = up_sqe(u, &u->op_body);
+        if (!sqe) {
+                up_fail(c, 502, "no submission slot", 0);
+                return;
+        }
+        io_uring_prep_poll_add(sqe, u->fd, POLLOUT);
+        u->body_armed = true;
+        /* An upstream that stops taking the request is timed by send_timeout. */
+        u->deadline = c->w->now + c->loc->upstream->send_timeout;
+}
+
+static void on_up_writable(struct ring_op *op, int res, unsigned flags)
+{
+        struct upconn *u = container_of(op, struct upconn, op_body);
+        struct conn *c = u->c;
+
+        (void) flags;
+        (void) res; /* an error shows in the next sendfile */
+        u->inflight--;
+        u->body_armed = false;
+        if (!c) {
+                upconn_maybe_free(u);
+                return;
+        }
+        up_send_pump(c);
+}
+
 static void up_send_pump(struct conn *c)
 {
         struct upconn *u = c->up;
@@ -799,7 +888,13 @@ static void up_send_pump(struct conn *c)
         if (c->uphead_sent < c->uphead_len)
                 u->iov[n++] =
                     (struct iovec){c->uphead + c->uphead_sent, c->uphead_len - c->uphead_sent};
-        if (!c->body_broken && c->buffered) {
+        if (!c->body_broken && c->buffered && c->rb.fd >= 0 && !c->rb_copy) {
+                /* The head alone first, then the file. */
+                if (n == 0) {
+                        body_sendfile(c);
+                        return;
+                }
+        } else if (!c->body_broken && c->buffered) {
                 const char *p;
                 ssize_t k = reqbody_next(&c->rb, &p);
                 if (k < 0) {
@@ -844,15 +939,7 @@ static void on_up_send(struct ring_op *op, int res, unsigned flags)
                         up_fail(c, 502, "send", res);
                         return;
                 }
-                /*
-                 * The upstream stopped reading: it may have answered without
-                 * the body (a view that ignores it). Its response still goes
-                 * to the client; the rest of the body is skipped.
-                 */
-                c->body_broken = true;
-                c->up_keep = false;
-                up_recv_pump(c);
-                exchange_input(c);
+                up_body_refused(c);
                 return;
         }
         size_t done = (size_t) res;

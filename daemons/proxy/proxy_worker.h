@@ -89,7 +89,8 @@ struct upconn {
         bool reused;      /* came from the pool: may have been closed meanwhile */
         bool sp_in_armed; /* a POLLIN for the splice of a body is in flight */
         bool sp_readable; /* and it said readable */
-        struct ring_op op_connect, op_send, op_recv, op_poll, op_sp_in;
+        bool body_armed;  /* a POLLOUT for the sendfile of a buffered body is in flight */
+        struct ring_op op_connect, op_send, op_recv, op_poll, op_sp_in, op_body;
         uint64_t deadline;                  /* connect or read timeout; 0 none */
         struct upconn *next;                /* pool and free list */
         struct upconn *all_prev, *all_next; /* every live one, for the teardown */
@@ -199,6 +200,7 @@ struct conn {
         size_t sp_bytes;
         struct ring_op op_sp_out;
         struct ring_op op_delay;   /* limit_req's timer */
+        bool rb_copy;              /* sendfile cannot read the body's file: pread and send */
         struct limit_conn_hold lc; /* what limit_conn counts of this request */
         bool lc_done;              /* limit_conn applied to this request (once, as nginx) */
         struct __kernel_timespec delay_ts;

@@ -7,13 +7,15 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
+import threading
 import time
 
 import pytest
 
 import wharf_harness as wh
-from proxy_fixtures import proxies, proxy_binary_or_skip  # noqa: F401 (fixtures)
+from proxy_fixtures import RawUpstream, proxies, proxy_binary_or_skip  # noqa: F401 (fixtures)
 from wsgi_fixtures import WsgiServer, wsgi_binary_or_skip
 
 BODY = bytes(range(256)) * 800  # 200 KiB
@@ -143,3 +145,82 @@ def test_a_temp_path_that_takes_no_file_is_refused(tmp_path):
                          capture_output=True, text=True)
     assert out.returncode != 0
     assert "client_body_temp_path" in out.stderr and "cannot make a temporary file" in out.stderr
+
+
+def raw_site(up, tmp):
+    return (f"[server]\nworkers = 1\nclient_max_body_size = 64M\n"
+            f"client_body_temp_path = {tmp}\n"
+            f"[upstream u]\nserver = {up.address}\n[location /]\nproxy_pass = u\n")
+
+
+def read_head(conn):
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            raise ConnectionError("no head")
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:"))
+    return length, rest
+
+
+def test_a_body_from_its_file_reaches_a_slow_upstream_whole(proxies, tmp_path):
+    """A body in the temporary file goes to the upstream with sendfile: to
+    one that takes it slowly, the socket fills, the proxy waits for room
+    and goes on; the upstream gets every byte in order."""
+    got = {}
+
+    def slow_reader(conn):
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        length, body = read_head(conn)
+        digest = hashlib.sha256(body)
+        n = len(body)
+        while n < length:
+            time.sleep(0.002)
+            chunk = conn.recv(32768)
+            if not chunk:
+                break
+            digest.update(chunk)
+            n += len(chunk)
+        got["n"], got["sha"] = n, digest.hexdigest()
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    up = RawUpstream(slow_reader)
+    try:
+        p = proxies(raw_site(up, tmp_path))
+        body = os.urandom(6 * 1024 * 1024 + 5)
+        with p.connect(timeout=60) as c:
+            r = c.exchange("POST", "/upload", [("Content-Length", str(len(body)))], body=body)
+        assert r.status == 200 and r.body == b"ok"
+        assert got == {"n": len(body), "sha": hashlib.sha256(body).hexdigest()}
+        assert deleted_temp_files(p.daemon.pid, tmp_path) == []
+    finally:
+        up.close()
+
+
+def test_an_upstream_that_answers_before_the_whole_body_is_heard(proxies, tmp_path):
+    """An upstream that answers after a part of a large body and closes (a
+    view that ignores the body): its answer reaches the client, and the
+    proxy goes on serving."""
+    def early(conn):
+        length, body = read_head(conn)
+        while len(body) < 100_000:
+            body += conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 4\r\nConnection: close\r\n\r\nnope")
+        conn.shutdown(socket.SHUT_WR)
+        time.sleep(0.2)
+
+    up = RawUpstream(early)
+    try:
+        p = proxies(raw_site(up, tmp_path))
+        body = b"x" * (8 * 1024 * 1024)
+        with p.connect(timeout=30) as c:
+            r = c.exchange("POST", "/upload", [("Content-Length", str(len(body)))], body=body)
+        assert r.status == 403 and r.body == b"nope"
+        with p.connect(timeout=30) as c:
+            r = c.exchange("POST", "/again", [("Content-Length", str(len(body)))], body=body)
+        assert r.status == 403 and r.body == b"nope"
+    finally:
+        up.close()
