@@ -811,6 +811,44 @@ static void test_internal_and_x_accel(void)
         proxy_config_free(c);
 }
 
+static void test_hide_and_pass_headers(void)
+{
+        struct proxy_config *c =
+            load("[server]\nuwsgi_hide_header = X-Powered-By\nproxy_pass_header = Server\n"
+                 "[upstream u]\nserver = unix:/run/u.sock\n"
+                 "[location /]\nuwsgi_pass = u\n"
+                 "[location /own/]\nuwsgi_pass = u\nuwsgi_hide_header = x-frame-options\n"
+                 "uwsgi_hide_header = X-Keep\nuwsgi_pass_header = X-Accel-Buffering\n"
+                 "[location /http/]\nproxy_pass = u\n");
+        ok(c != NULL, "hide_header and pass_header load");
+        if (!c)
+                return;
+        const struct location *root = proxy_find_location(&c->servers[0], "/", 1);
+        const struct location *own = proxy_find_location(&c->servers[0], "/own/", 5);
+        const struct location *http = proxy_find_location(&c->servers[0], "/http/", 6);
+        ok(root && root->hide_headers.n == 1 &&
+               name_list_has(&root->hide_headers, "x-powered-by", 12) && root->pass_headers.n == 0,
+           "the server's uwsgi_ lines reach a uwsgi_pass location without its own");
+        ok(own && own->hide_headers.n == 2 &&
+               name_list_has(&own->hide_headers, "X-Frame-Options", 15) &&
+               name_list_has(&own->hide_headers, "X-Keep", 6) &&
+               !name_list_has(&own->hide_headers, "X-Powered-By", 12) &&
+               !name_list_has(&own->hide_headers, "X-Kee", 5) && own->pass_headers.n == 1,
+           "a location's own lines replace the server's, names in any case");
+        ok(http && http->hide_headers.n == 0 && http->pass_headers.n == 1 &&
+               name_list_has(&http->pass_headers, "Server", 6),
+           "a proxy_pass location takes the server's proxy_ lines, not its uwsgi_ ones");
+        proxy_config_free(c);
+
+        c = load("[server]\nuwsgi_hide_header = Two Names\n[upstream u]\nserver = unix:/u\n"
+                 "[location /]\nuwsgi_pass = u\nproxy_hide_header = X-A\n"
+                 "[location /r/]\nreturn = 204\nuwsgi_pass_header = Server\n");
+        ok(!c && diag_has(":2", "not one header name") && diag_has(":6", "needs proxy_pass") &&
+               diag_has(":9", "needs uwsgi_pass"),
+           "every refusal at its line");
+        proxy_config_free(c);
+}
+
 static void test_upstream_params(void)
 {
         struct proxy_config *c =
@@ -895,6 +933,7 @@ int main(void)
         subtest("limit_conn", test_limit_conn);
         subtest("internal and x_accel_redirect", test_internal_and_x_accel);
         subtest("uwsgi_param and proxy_set_header", test_upstream_params);
+        subtest("hide_header and pass_header", test_hide_and_pass_headers);
         config_diag_done(&diag);
         return done_testing();
 }
