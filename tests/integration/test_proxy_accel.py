@@ -7,7 +7,6 @@ the same answers."""
 import hashlib
 import os
 import shutil
-import subprocess
 
 import pytest
 
@@ -15,7 +14,6 @@ import wharf_harness as wh
 from conftest import StaticServer, static_binary_or_skip
 from proxy_fixtures import RawUpstream, proxies, read_http_request  # noqa: F401 (fixtures)
 
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 PDF = bytes(range(256)) * 40
 # Compared. Not Accept-Ranges: wharf-static says it on a 206 too, where nginx does not.
 KEPT = ["Content-Type", "Content-Disposition", "Set-Cookie", "Cache-Control", "Content-Length",
@@ -95,12 +93,10 @@ def wharf(proxies, files, upstream, static_config):
 
 @pytest.fixture
 def nginx(files, upstream):
-    work = wh.short_tempdir("pa-ngx-")
-    port = wh.free_tcp_port()
-    conf = work / "nginx.conf"
-    conf.write_text(wh.nginx_conf(work, f"""\
+    with wh.NginxRun("pa-ngx-") as ngx:
+        ngx.start(f"""\
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{ngx.port};
         location / {{
             proxy_http_version 1.1;
             proxy_pass http://{upstream.address};
@@ -109,16 +105,8 @@ def nginx(files, upstream):
             internal;
             alias {files}/;
         }}
-    }}"""))
-    proc = subprocess.Popen([NGINX, "-c", str(conf), "-e", str(work / "nginx-error.log")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wh.wait_connectable(("127.0.0.1", port)).close()
-        yield ("127.0.0.1", port)
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        wh.remove_tree(work)
+    }}""")
+        yield ngx.address
 
 
 # (method, target, headers)
@@ -144,7 +132,7 @@ def outcome(address, method, target, headers):
     return (r.status, body, {k: r.header(k) for k in KEPT if r.status < 400})
 
 
-@pytest.mark.skipif(not os.access(NGINX, os.X_OK), reason="Debian's nginx is not installed")
+@pytest.mark.skipif(not os.access(wh.NGINX, os.X_OK), reason="Debian's nginx is not installed")
 def test_the_same_answers_as_nginx(wharf, nginx):
     for method, target, headers in CASES:
         theirs = outcome(nginx, method, target, headers)

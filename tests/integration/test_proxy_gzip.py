@@ -7,8 +7,6 @@ the middle. Scripted HTTP upstreams (RawUpstream) answer what each case
 needs; the streamed case runs through wharf-wsgi over uwsgi."""
 
 import os
-import shutil
-import subprocess
 import sys
 import threading
 import zlib
@@ -238,7 +236,6 @@ def test_uwsgi_responses_streamed_and_large(proxies, app):
 # requests, the same gzip settings; both must compress exactly the same
 # responses, with the same headers, to bodies that inflate alike.
 
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 NGINX_HTTP = """\
     gzip on;
     gzip_types text/css application/json;
@@ -312,32 +309,24 @@ def outcome(addr, path, variant):
             r.header("ETag"), body)
 
 
-@pytest.mark.skipif(not os.access(NGINX, os.X_OK), reason="Debian's nginx is not installed")
+@pytest.mark.skipif(not os.access(wh.NGINX, os.X_OK), reason="Debian's nginx is not installed")
 def test_the_same_responses_are_compressed_as_by_nginx(proxies):
     up = RawUpstream(answer_by_path)
-    work = wh.short_tempdir("pz-ngx-")
-    port = wh.free_tcp_port()
-    conf = work / "nginx.conf"
-    conf.write_text(wh.nginx_conf(work, NGINX_HTTP.format(port=port, upstream=up.address)))
-    nginx = subprocess.Popen([NGINX, "-c", str(conf), "-e", str(work / "nginx-error.log")],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wh.wait_connectable(("127.0.0.1", port)).close()
-        p = proxies(site(up.address, "gzip = on\ngzip_types = text/css application/json\n"
-                                     "gzip_vary = on\n"
-                                     "gzip_disable = msie6 \"BadBot/[0-9]\"\n"))
-        compressed = 0
-        for path in ANSWERS:
-            for variant in VARIANTS:
-                theirs = outcome(("127.0.0.1", port), path, variant)
-                ours = outcome(p.address, path, variant)
-                assert ours == theirs, f"{path} {variant}: wharf {ours[:4]}, nginx {theirs[:4]}"
-                compressed += theirs[1] == "gzip"
+        with wh.NginxRun("pz-ngx-") as ngx:
+            ngx.start(NGINX_HTTP.format(port=ngx.port, upstream=up.address))
+            p = proxies(site(up.address, "gzip = on\ngzip_types = text/css application/json\n"
+                                         "gzip_vary = on\n"
+                                         "gzip_disable = msie6 \"BadBot/[0-9]\"\n"))
+            compressed = 0
+            for path in ANSWERS:
+                for variant in VARIANTS:
+                    theirs = outcome(ngx.address, path, variant)
+                    ours = outcome(p.address, path, variant)
+                    assert ours == theirs, f"{path} {variant}: wharf {ours[:4]}, nginx {theirs[:4]}"
+                    compressed += theirs[1] == "gzip"
         # /html /css /404 /etag /weak /chunked, for the GET and the HEAD that take
         # gzip, and for the User-Agents gzip_disable lets through (SV1, Opera, Chrome)
         assert compressed == 6 * 5
     finally:
-        nginx.terminate()
-        nginx.wait(10)
         up.close()
-        wh.remove_tree(work)

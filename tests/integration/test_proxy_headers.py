@@ -5,15 +5,12 @@ proxy_pass_header (Server and Date included), beside Debian's nginx with
 the same lines and upstream answers, over both protocols."""
 
 import os
-import shutil
 import subprocess
 
 import pytest
 
 import wharf_harness as wh
 from proxy_fixtures import RawUpstream, proxies, read_http_request, read_uwsgi_request  # noqa: F401
-
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 # Every header the upstream sends, so that the client's set can be compared.
 UPSTREAM_HEADERS = [
@@ -63,33 +60,23 @@ def seen(address, path):
             server == "upstream/1")
 
 
-@pytest.mark.skipif(not os.access(NGINX, os.X_OK), reason="Debian's nginx is not installed")
+@pytest.mark.skipif(not os.access(wh.NGINX, os.X_OK), reason="Debian's nginx is not installed")
 @pytest.mark.parametrize("protocol", ["uwsgi", "http"])
 def test_the_same_headers_reach_the_client_as_through_nginx(proxies, protocol):
     uwsgi = protocol == "uwsgi"
     p_ = "uwsgi" if uwsgi else "proxy"
     up = RawUpstream(lambda conn: answer(conn, uwsgi))
-    work = wh.short_tempdir("ph-ngx-")
-    port = wh.free_tcp_port()
     ngx_pass = f"uwsgi_pass {up.address};" if uwsgi else f"proxy_pass http://{up.address};"
     ngx_locations = "\n".join(
         f"        location {path} {{ {ngx.format(p=p_)} {ngx_pass} }}"
         for path, (_, ngx) in LOCATIONS.items())
-    conf = work / "nginx.conf"
-    conf.write_text(wh.nginx_conf(work, f"""\
+    with wh.NginxRun("ph-ngx-") as ngx:
+        ngx.start(f"""\
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{ngx.port};
 {ngx_locations}
-    }}"""))
-    nginx = subprocess.Popen([NGINX, "-c", str(conf), "-e", str(work / "nginx-error.log")],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wh.wait_connectable(("127.0.0.1", port)).close()
-        theirs = {path: seen(("127.0.0.1", port), path) for path in LOCATIONS}
-    finally:
-        nginx.terminate()
-        nginx.wait(10)
-        wh.remove_tree(work)
+    }}""")
+        theirs = {path: seen(ngx.address, path) for path in LOCATIONS}
     action = "uwsgi_pass" if uwsgi else "proxy_pass"
     site = f"[server]\nworkers = 1\n[upstream u]\nserver = {up.address}\n" + "".join(
         f"[location {path}]\n{action} = u\n{ours.format(p=p_)}"

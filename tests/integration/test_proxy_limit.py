@@ -7,7 +7,6 @@ across a reload."""
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import threading
@@ -18,7 +17,6 @@ import pytest
 import wharf_harness as wh
 from proxy_fixtures import RawUpstream, proxies, read_http_request  # noqa: F401 (fixtures)
 
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 # One a minute: nothing drains while a test runs, however slow the machine.
 ZONE = "$binary_remote_addr zone=one:1m rate=1r/m"
 
@@ -53,31 +51,21 @@ def statuses(address, n, path="/", source=None):
         return out
 
 
-@pytest.mark.skipif(not os.access(NGINX, os.X_OK), reason="Debian's nginx is not installed")
+@pytest.mark.skipif(not os.access(wh.NGINX, os.X_OK), reason="Debian's nginx is not installed")
 def test_the_same_refusals_as_nginx(proxies, upstream):
     """rate=1r/m burst=3 nodelay: of eight requests at once, both let four
     through and refuse four with 503."""
-    work = wh.short_tempdir("pl-ngx-")
-    port = wh.free_tcp_port()
-    conf = work / "nginx.conf"
-    conf.write_text(wh.nginx_conf(work, f"""\
+    with wh.NginxRun("pl-ngx-") as ngx:
+        ngx.start(f"""\
     limit_req_zone {ZONE};
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{ngx.port};
         location / {{
             limit_req zone=one burst=3 nodelay;
             proxy_pass http://{upstream.address};
         }}
-    }}"""))
-    nginx = subprocess.Popen([NGINX, "-c", str(conf), "-e", str(work / "nginx-error.log")],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wh.wait_connectable(("127.0.0.1", port)).close()
-        theirs = statuses(("127.0.0.1", port), 8)
-    finally:
-        nginx.terminate()
-        nginx.wait(10)
-        wh.remove_tree(work)
+    }}""")
+        theirs = statuses(ngx.address, 8)
     p = proxies(site(upstream, location="limit_req = zone=one burst=3 nodelay\n"))
     ours = statuses(p.address, 8)
     assert theirs == [200] * 4 + [503] * 4
@@ -232,33 +220,23 @@ def limit_conn_outcome(address, holding, source=None):
     return third, two, fourth
 
 
-@pytest.mark.skipif(not os.access(NGINX, os.X_OK), reason="Debian's nginx is not installed")
+@pytest.mark.skipif(not os.access(wh.NGINX, os.X_OK), reason="Debian's nginx is not installed")
 def test_limit_conn_refuses_as_nginx(proxies, holding):
     """limit_conn addr 2: the third request while two are served is a 503,
     the two are answered, and once they ended a fourth passes: in both."""
-    work = wh.short_tempdir("plc-ngx-")
-    port = wh.free_tcp_port()
-    conf = work / "nginx.conf"
-    conf.write_text(wh.nginx_conf(work, f"""\
+    with wh.NginxRun("plc-ngx-") as ngx:
+        ngx.start(f"""\
     limit_conn_zone {CONN_ZONE};
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{ngx.port};
         location / {{
             limit_conn addr 2;
             proxy_read_timeout 30s;
             proxy_pass http://{holding.address};
         }}
-    }}"""))
-    nginx = subprocess.Popen([NGINX, "-c", str(conf), "-e", str(work / "nginx-error.log")],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wh.wait_connectable(("127.0.0.1", port)).close()
-        theirs = limit_conn_outcome(("127.0.0.1", port), holding)
-        nginx_log = (work / "nginx-error.log").read_text()
-    finally:
-        nginx.terminate()
-        nginx.wait(10)
-        wh.remove_tree(work)
+    }}""")
+        theirs = limit_conn_outcome(ngx.address, holding)
+        nginx_log = ngx.error_log()
     p = proxies(conn_site(holding))
     ours = limit_conn_outcome(p.address, holding)
     assert theirs == (503, [200, 200], 200)

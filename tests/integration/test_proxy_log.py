@@ -6,7 +6,6 @@ the same upstream and the same requests, and wants the same lines."""
 import json
 import os
 import re
-import shutil
 import subprocess
 import time
 
@@ -20,7 +19,6 @@ from proxy_fixtures import (  # noqa: F401 (fixtures)
     read_http_request,
 )
 
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 # Everything here is the same for nginx and wharf given the same requests.
 SAME = ('$remote_addr - $remote_user "$request" $status $body_bytes_sent "$http_referer" '
@@ -75,33 +73,22 @@ def wait_lines(path, n, timeout=10):
 
 
 def nginx_lines(tmp, upstream, fmt, escape):
-    work = wh.short_tempdir("pl-ngx-")
-    port = wh.free_tcp_port()
     log = tmp / "nginx-access.log"
     fmt_text = fmt.replace("\\", "\\\\").replace("'", "\\'")
-    http = f"""\
+    with wh.NginxRun("pl-ngx-") as ngx:
+        ngx.start(f"""\
     log_format wharf_test escape={escape} '{fmt_text}';
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{ngx.port};
         server_name localhost;
         access_log {log} wharf_test;
         location / {{
             proxy_http_version 1.1;
             proxy_pass http://{upstream};
         }}
-    }}"""
-    conf = work / "nginx.conf"
-    conf.write_text(wh.nginx_conf(work, http))
-    nginx = subprocess.Popen([NGINX, "-c", str(conf), "-e", str(work / "nginx-error.log")],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wh.wait_connectable(("127.0.0.1", port)).close()
-        send_all(("127.0.0.1", port))
+    }}""")
+        send_all(ngx.address)
         return wait_lines(log, len(REQUESTS))
-    finally:
-        nginx.terminate()
-        nginx.wait(10)
-        wh.remove_tree(work)
 
 
 def format_lines(fmt):
@@ -125,7 +112,7 @@ def wharf_lines(proxies, tmp, upstream, fmt, escape):
     return wait_lines(log, len(REQUESTS))
 
 
-@pytest.mark.skipif(not os.access(NGINX, os.X_OK), reason="Debian's nginx is not installed")
+@pytest.mark.skipif(not os.access(wh.NGINX, os.X_OK), reason="Debian's nginx is not installed")
 @pytest.mark.parametrize("escape", ["default", "json", "none"])
 def test_the_same_lines_as_nginx(proxies, tmp_path, escape):
     up = RawUpstream(answer_by_path)

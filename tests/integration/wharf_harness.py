@@ -18,6 +18,7 @@ particular, so the fixtures of every wharf daemon can share it:
   bytes a test gives it and parses responses strictly (keep-alive,
   pipelining, HEAD, 1xx/204/304, chunked)
 - handoff_*: the wire format of common/handoff.h
+- NginxRun: Debian's nginx as a peer, with a test's http block
 """
 
 import fcntl
@@ -147,6 +148,50 @@ http {{
 {http}
 }}
 """
+
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+class NginxRun:
+    """Debian's nginx beside wharf, for a comparison:
+
+        with wh.NginxRun("pl-ngx-") as ngx:
+            ngx.start(f"server {{ listen 127.0.0.1:{ngx.port}; ... }}")
+            ... ngx.address ...
+
+    The port and the work directory (ngx.work, for the files a config
+    names) exist before the config is written; the process and the
+    directory are gone after the with block."""
+
+    def __init__(self, prefix: str = "ngx-"):
+        self.prefix = prefix
+        self.proc = None
+
+    def __enter__(self) -> "NginxRun":
+        self.work = short_tempdir(self.prefix)
+        self.port = free_tcp_port()
+        self.address = ("127.0.0.1", self.port)
+        return self
+
+    def start(self, http: str) -> "NginxRun":
+        """Runs nginx with http as the rest of its http block (see
+        nginx_conf()) and waits until it listens on self.port."""
+        conf = self.work / "nginx.conf"
+        conf.write_text(nginx_conf(self.work, http))
+        self.proc = subprocess.Popen([NGINX, "-c", str(conf), "-e", str(self.work / "nginx-error.log")],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_connectable(self.address).close()
+        return self
+
+    def error_log(self) -> str:
+        return (self.work / "nginx-error.log").read_text()
+
+    def __exit__(self, *exc) -> None:
+        if self.proc:
+            self.proc.terminate()
+            self.proc.wait(10)
+        remove_tree(self.work)
 
 
 # ---------------------------------------------------------------------------
