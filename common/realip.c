@@ -183,14 +183,48 @@ int realip_rules_add(struct realip_rule **rules, size_t *n, const char *value, b
         return 0;
 }
 
+/* An address alone, text NUL-terminated: 0 with the sockaddr, or -EINVAL. */
+static int addr_only(const char *text, struct sockaddr_storage *ret, socklen_t *ret_len)
+{
+        struct sockaddr_in sin = {.sin_family = AF_INET};
+        struct sockaddr_in6 sin6 = {.sin6_family = AF_INET6};
+
+        memset(ret, 0, sizeof(*ret));
+        if (inet_pton(AF_INET, text, &sin.sin_addr) == 1) {
+                memcpy(ret, &sin, sizeof(sin));
+                *ret_len = sizeof(sin);
+                return 0;
+        }
+        if (inet_pton(AF_INET6, text, &sin6.sin6_addr) == 1) {
+                memcpy(ret, &sin6, sizeof(sin6));
+                *ret_len = sizeof(sin6);
+                return 0;
+        }
+        return -EINVAL;
+}
+
+/* A port of 1 to 65535, all of text[0..len) in decimal. */
+static bool port_valid(const char *text, size_t len)
+{
+        unsigned n = 0;
+
+        if (len == 0 || len > 5)
+                return false;
+        for (size_t i = 0; i < len; i++) {
+                if (text[i] < '0' || text[i] > '9')
+                        return false;
+                n = n * 10 + (unsigned) (text[i] - '0');
+        }
+        return n >= 1 && n <= 65535;
+}
+
 int realip_addr_parse(const char *p, size_t len, struct sockaddr_storage *ret_addr,
                       socklen_t *ret_len)
 {
-        char text[INET6_ADDRSTRLEN];
-        struct sockaddr_storage ss = {0};
-        struct sockaddr_in sin = {.sin_family = AF_INET};
-        struct sockaddr_in6 sin6 = {.sin6_family = AF_INET6};
+        char text[INET6_ADDRSTRLEN + 8];
+        struct sockaddr_storage ss;
         socklen_t ss_len;
+        char *colon;
 
         while (len > 0 && (p[0] == ' ' || p[0] == '\t')) {
                 p++;
@@ -204,14 +238,23 @@ int realip_addr_parse(const char *p, size_t len, struct sockaddr_storage *ret_ad
         memcpy(text, p, len);
         text[len] = '\0';
 
-        if (inet_pton(AF_INET, text, &sin.sin_addr) == 1) {
-                memcpy(&ss, &sin, sizeof(sin));
-                ss_len = sizeof(sin);
-        } else if (inet_pton(AF_INET6, text, &sin6.sin6_addr) == 1) {
-                memcpy(&ss, &sin6, sizeof(sin6));
-                ss_len = sizeof(sin6);
-        } else {
-                return -EINVAL;
+        if (addr_only(text, &ss, &ss_len) < 0) {
+                /* nginx's ngx_parse_addr_port(): [IPv6]:port, or IPv4:port; the port is dropped. */
+                if (text[0] == '[') {
+                        char *close = strchr(text, ']');
+                        if (!close || close[1] != ':' || !port_valid(close + 2, strlen(close + 2)))
+                                return -EINVAL;
+                        *close = '\0';
+                        if (addr_only(text + 1, &ss, &ss_len) < 0 || ss.ss_family != AF_INET6)
+                                return -EINVAL;
+                } else {
+                        colon = strchr(text, ':');
+                        if (!colon || !port_valid(colon + 1, strlen(colon + 1)))
+                                return -EINVAL;
+                        *colon = '\0';
+                        if (addr_only(text, &ss, &ss_len) < 0 || ss.ss_family != AF_INET)
+                                return -EINVAL;
+                }
         }
         *ret_addr = ss;
         *ret_len = ss_len;
@@ -279,6 +322,11 @@ static const struct http_header *last_header(const struct http_request *req, con
         return h;
 }
 
+static bool is_separator(char c)
+{
+        return c == ',' || c == ' ';
+}
+
 bool realip_from_request(const struct realip_conf *conf, const struct http_request *req,
                          const struct sockaddr_storage *peer, socklen_t peer_len,
                          struct sockaddr_storage *ret_addr, socklen_t *ret_len)
@@ -291,37 +339,42 @@ bool realip_from_request(const struct realip_conf *conf, const struct http_reque
         if (conf->n_from == 0 || !realip_rules_contain(conf->from, conf->n_from, peer, peer_len))
                 return false;
         h = last_header(req, name);
-        if (!h || h->value.len == 0)
+        if (!h)
                 return false;
-
+        /*
+         * The items from the right. Each proxy appended the address it saw,
+         * so an item is the client of the proxy after it: that is the client
+         * when that proxy is not trusted (or when we are not asked to look
+         * further), else the walk goes on to the item before.
+         */
         const char *v = h->value.ptr;
-        if (strcasecmp(name, REALIP_LIST_HEADER) != 0) {
-                if (realip_addr_parse(v, h->value.len, &found, &found_len) < 0)
-                        return false;
-        } else {
+        size_t end = h->value.len;
+        for (;;) {
+                while (end > 0 && is_separator(v[end - 1]))
+                        end--;
+                if (end == 0)
+                        break;
                 /*
-                 * The list from the right. Each proxy appended the address it
-                 * saw, so v[start..end) is the client of the proxy after it:
-                 * that is the client when that proxy is not trusted (or when we
-                 * are not asked to look further), else the walk goes on.
+                 * The item starts after the last separator, as nginx finds
+                 * it: a separator at the very start of the value is not
+                 * looked at, so it stays part of the first item (",1.2.3.4"
+                 * names nobody).
                  */
-                size_t end = h->value.len;
-                for (;;) {
-                        size_t start = end;
-                        while (start > 0 && v[start - 1] != ',')
-                                start--;
-                        if (realip_addr_parse(v + start, end - start, &a, &a_len) < 0)
-                                break;
-                        found = a;
-                        found_len = a_len;
-                        if (!conf->recursive || start == 0 ||
-                            !realip_rules_contain(conf->from, conf->n_from, &a, a_len))
-                                break;
-                        end = start - 1; /* before the comma */
-                }
-                if (found_len == 0)
-                        return false;
+                size_t start = end;
+                while (start > 1 && !is_separator(v[start - 1]))
+                        start--;
+                if (start == 1)
+                        start = 0;
+                if (realip_addr_parse(v + start, end - start, &a, &a_len) < 0)
+                        break;
+                found = a;
+                found_len = a_len;
+                if (!conf->recursive || !realip_rules_contain(conf->from, conf->n_from, &a, a_len))
+                        break;
+                end = start;
         }
+        if (found_len == 0)
+                return false;
         *ret_addr = found;
         *ret_len = found_len;
         return true;

@@ -10,17 +10,18 @@
  * (::ffff:a.b.c.d) is matched as the IPv4 address it is.
  *
  * The realip part (realip_from_request()) reads, for a request whose peer
- * is trusted, the address of the client from real_ip_header:
+ * is trusted, the address of the client from real_ip_header, as nginx's
+ * ngx_http_get_forwarded_addr() does (a test runs Debian's nginx beside it):
  *
  *   - only the header's last line counts: the nearest proxy wrote it;
- *   - X-Forwarded-For is a comma-separated list, read from the right: its
- *     last address, or with real_ip_recursive the last one that is not
- *     trusted itself (the first, when all of them are);
- *   - any other header is one address;
- *   - an address is IPv4 or IPv6 without brackets or port, spaces and tabs
- *     around it allowed. Anything else (a name, "unknown", a port, an empty
- *     list item) ends the walk: the last good address found is the client,
- *     and when there is none the peer stays the client.
+ *   - its value is a list of items separated by commas or spaces, empty
+ *     ones skipped (whatever the header: X-Real-IP too), read from the
+ *     right: its last item, or with real_ip_recursive the last one that is
+ *     not trusted itself (the first, when all of them are);
+ *   - an item is IPv4 or IPv6, or IPv4:port or [IPv6]:port (the port is
+ *     dropped). Anything else (a name, "unknown", [IPv6] without a port)
+ *     ends the walk: the last good address found is the client, and when
+ *     there is none the peer stays the client.
  *
  * The decision is per request: one keep-alive connection from a load
  * balancer carries the requests of many clients.
@@ -77,8 +78,9 @@ bool realip_rules_allow(const struct realip_rule *rules, size_t n,
 
 /*
  * Parses one address, p[0..len) (not NUL-terminated), spaces and tabs
- * around it allowed, no port, no brackets. Returns 0 with *ret_addr (port
- * 0) and *ret_len, or -EINVAL (outputs untouched).
+ * around it allowed: IPv4 or IPv6, or as nginx also takes them IPv4:port
+ * and [IPv6]:port. Returns 0 with *ret_addr (port 0: a port given is
+ * dropped) and *ret_len, or -EINVAL (outputs untouched).
  */
 int realip_addr_parse(const char *p, size_t len, struct sockaddr_storage *ret_addr,
                       socklen_t *ret_len);

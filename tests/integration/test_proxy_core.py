@@ -558,6 +558,48 @@ def test_real_ip_from_a_trusted_proxy(proxies, app, tmp_path):
     assert env_of(p2.get("/env", xff))["REMOTE_ADDR"] == "127.0.0.1", "an untrusted peer"
 
 
+# X-Forwarded-For values a client or a chain of proxies may send, odd ones
+# included; each must give the same client through wharf as through nginx.
+FORWARDED = [
+    "203.0.113.7", "203.0.113.7, 10.0.0.1", "203.0.113.7, , 10.0.0.1", "203.0.113.7 10.0.0.1",
+    "203.0.113.7,", ",203.0.113.7", "203.0.113.7,,10.1.1.1", " 9.9.9.9 , 10.0.0.2",
+    "bogus, 10.0.0.3", "203.0.113.7, bogus", "203.0.113.7:80", "[2001:db8::7]",
+    "[2001:db8::7]:443", "2001:db8::7", "10.0.0.5, 10.0.0.6", "unknown", "", " , ",
+    "203.0.113.7:0", "1.2.3.4:65536", ",,203.0.113.7, 10.0.0.1",
+]
+# Not compared: an IPv4-mapped address (::ffff:203.0.113.7), which nginx
+# writes as it came and wharf as the IPv4 address it is, wherever it shows.
+
+
+@pytest.mark.skipif(not os.access(wh.NGINX, os.X_OK), reason="Debian's nginx is not installed")
+@pytest.mark.parametrize("header", ["X-Forwarded-For", "X-Real-IP"])
+@pytest.mark.parametrize("recursive", [True, False])
+def test_real_ip_finds_the_client_nginx_finds(proxies, header, recursive):
+    """The same set_real_ip_from, real_ip_header and real_ip_recursive in
+    wharf-proxy and Debian's nginx, each answering with $remote_addr: the
+    same client for every value of FORWARDED."""
+    on = "on" if recursive else "off"
+    with wh.NginxRun("prip-ngx-") as ngx:
+        ngx.start(f"""\
+    server {{
+        listen 127.0.0.1:{ngx.port};
+        set_real_ip_from 127.0.0.1;
+        set_real_ip_from 10.0.0.0/8;
+        real_ip_header {header};
+        real_ip_recursive {on};
+        location / {{ return 200 "$remote_addr"; }}
+    }}""")
+        theirs = [wh.HttpConnection(ngx.address).exchange("GET", "/", [(header, v)]).body
+                  for v in FORWARDED]
+    p = proxies(f"[server]\nworkers = 1\nset_real_ip_from = 127.0.0.1\n"
+                f"set_real_ip_from = 10.0.0.0/8\nreal_ip_header = {header}\n"
+                f"real_ip_recursive = {on}\n[location /]\nreturn = 200 $remote_addr\n")
+    ours = [p.get("/", [(header, v)]).body for v in FORWARDED]
+    theirs = dict(zip(FORWARDED, theirs))
+    assert theirs["203.0.113.7"] == b"203.0.113.7" and theirs[""] == b"127.0.0.1"
+    assert dict(zip(FORWARDED, ours)) == theirs
+
+
 def test_upstream_timeout_is_504(proxies):
     def handler(conn):
         read_http_request(conn)
