@@ -1363,6 +1363,18 @@ static int add_header_append(struct location *l, const char *v)
         return 0;
 }
 
+/* The line of key in the section that starts at first (first's line if it is not there). */
+static unsigned key_line(const struct builder *b, const struct config_entry *first, const char *key)
+{
+        const struct config_entry *end = b->f->entries + b->f->n_entries;
+
+        for (const struct config_entry *e = first; e < end && e->section_no == first->section_no;
+             e++)
+                if (streq(e->key, key))
+                        return e->line;
+        return first->line;
+}
+
 /*
  * The location's uwsgi_param or proxy_set_header lines, for the protocol it
  * speaks; without its own, its server's, as nginx inherits them. The
@@ -1377,11 +1389,11 @@ static int params_build(struct builder *b, const struct location_settings *s,
         const char *key = uwsgi ? "uwsgi_param" : "proxy_set_header";
 
         if (s->uwsgi_param.n && !uwsgi)
-                config_diag_add(b->diag, true, b->f->path, e->line, "uwsgi_param",
-                                "needs uwsgi_pass here");
+                config_diag_add(b->diag, true, b->f->path, key_line(b, e, "uwsgi_param"),
+                                "uwsgi_param", "needs uwsgi_pass here");
         if (s->proxy_set_header.n && l->kind != LOC_HTTP)
-                config_diag_add(b->diag, true, b->f->path, e->line, "proxy_set_header",
-                                "needs proxy_pass here");
+                config_diag_add(b->diag, true, b->f->path, key_line(b, e, "proxy_set_header"),
+                                "proxy_set_header", "needs proxy_pass here");
         if (uwsgi)
                 lines = s->uwsgi_param.n ? &s->uwsgi_param : &ss->uwsgi_param;
         else if (l->kind == LOC_HTTP)
@@ -1432,11 +1444,13 @@ static int names_build(struct builder *b, const struct config_entry *e, const st
 
         if (uwsgi_own->n && !uwsgi) {
                 snprintf(key, sizeof(key), "uwsgi_%s", suffix);
-                config_diag_add(b->diag, true, b->f->path, e->line, key, "needs uwsgi_pass here");
+                config_diag_add(b->diag, true, b->f->path, key_line(b, e, key), key,
+                                "needs uwsgi_pass here");
         }
         if (http_own->n && l->kind != LOC_HTTP) {
                 snprintf(key, sizeof(key), "proxy_%s", suffix);
-                config_diag_add(b->diag, true, b->f->path, e->line, key, "needs proxy_pass here");
+                config_diag_add(b->diag, true, b->f->path, key_line(b, e, key), key,
+                                "needs proxy_pass here");
         }
         if (uwsgi)
                 lines = uwsgi_own->n ? uwsgi_own : uwsgi_server;

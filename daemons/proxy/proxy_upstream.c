@@ -1101,8 +1101,9 @@ static bool resp_header_hidden(const struct location *l, struct span name)
                                             "X-Accel-Charset"};
         bool hidden = l->hide_headers.n && name_list_has(&l->hide_headers, name.ptr, name.len);
 
-        for (size_t i = 0; !hidden && i < ARRAY_SIZE(accel); i++)
-                hidden = name_is(name, accel[i]);
+        if (!hidden && name.len > 8 && strncasecmp(name.ptr, "X-Accel-", 8) == 0)
+                for (size_t i = 0; !hidden && i < ARRAY_SIZE(accel); i++)
+                        hidden = name_is(name, accel[i]);
         if (!hidden && l->kind != LOC_UWSGI)
                 hidden = name_is(name, "Date") || name_is(name, "Server") || name_is(name, "X-Pad");
         return hidden &&

@@ -132,6 +132,6 @@ def test_refusals(tmp_path):
                          capture_output=True, text=True)
     assert out.returncode != 0
     for line, text in [(3, "'X-A X-B' is not one header name"),
-                       (7, "key 'proxy_pass_header': needs proxy_pass here"),
+                       (8, "key 'proxy_pass_header': needs proxy_pass here"),
                        (9, "'Bad:Name' is not one header name")]:
         assert f"{bad}:{line}: " in out.stderr and text in out.stderr, (line, out.stderr)

@@ -843,8 +843,8 @@ static void test_hide_and_pass_headers(void)
         c = load("[server]\nuwsgi_hide_header = Two Names\n[upstream u]\nserver = unix:/u\n"
                  "[location /]\nuwsgi_pass = u\nproxy_hide_header = X-A\n"
                  "[location /r/]\nreturn = 204\nuwsgi_pass_header = Server\n");
-        ok(!c && diag_has(":2", "not one header name") && diag_has(":6", "needs proxy_pass") &&
-               diag_has(":9", "needs uwsgi_pass"),
+        ok(!c && diag_has(":2", "not one header name") && diag_has(":7", "needs proxy_pass") &&
+               diag_has(":10", "needs uwsgi_pass"),
            "every refusal at its line");
         proxy_config_free(c);
 }
