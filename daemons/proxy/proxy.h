@@ -94,6 +94,8 @@ enum proxy_var {
         PV_REQUEST_ID,                      /* $request_id: 32 random hex digits */
         PV_CONNECTION_REQUESTS,             /* $connection_requests: this one included */
         PV_PID,                             /* $pid */
+        PV_LIMIT_REQ_STATUS,                /* $limit_req_status: PASSED, DELAYED, REJECTED, ... */
+        PV_LIMIT_CONN_STATUS,               /* $limit_conn_status: PASSED, REJECTED, ... */
         PV_HTTP_HEADER,                     /* $http_NAME: the request header NAME */
         _PV_MAX,
 };
@@ -146,10 +148,12 @@ struct location {
         size_t n_rules;
         struct limit_req limits[LIMIT_RULES_MAX]; /* the location's limit_req, else the server's */
         size_t n_limits;
-        int limit_status; /* limit_req_status: for a refused request */
+        int limit_status;   /* limit_req_status: for a refused request */
+        bool limit_dry_run; /* limit_req_dry_run: count and log, refuse and delay nothing */
         struct limit_conn conn_limits[LIMIT_RULES_MAX]; /* limit_conn, likewise */
         size_t n_conn_limits;
-        int conn_limit_status; /* limit_conn_status */
+        int conn_limit_status;   /* limit_conn_status */
+        bool conn_limit_dry_run; /* limit_conn_dry_run */
         bool internal; /* only internal redirects (X-Accel-Redirect) reach it: nginx's internal */
         bool x_accel;  /* an upstream's X-Accel-Redirect is followed (uwsgi_pass, proxy_pass) */
         bool request_buffering;        /* read a body whole before the upstream sees it */

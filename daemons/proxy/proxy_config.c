@@ -77,6 +77,7 @@ struct server_settings {
         const struct config_entry *limit_conn[LIMIT_RULES_MAX]; /* likewise */
         size_t n_limit_conn;
         unsigned limit_conn_status;
+        bool limit_req_dry_run, limit_conn_dry_run;
         struct config_strv uwsgi_param; /* for the uwsgi_pass locations without their own */
         struct config_strv uwsgi_hide_header, uwsgi_pass_header; /* likewise */
         struct config_strv proxy_hide_header, proxy_pass_header; /* for proxy_pass ones */
@@ -120,6 +121,8 @@ static const struct config_key server_keys[] = {
     S(real_ip_recursive, CONFIG_BOOL),
     S(limit_req_status, CONFIG_UINT),
     S(limit_conn_status, CONFIG_UINT),
+    S(limit_req_dry_run, CONFIG_BOOL),
+    S(limit_conn_dry_run, CONFIG_BOOL),
     S(uwsgi_param, CONFIG_STRV),
     S(uwsgi_hide_header, CONFIG_STRV),
     S(uwsgi_pass_header, CONFIG_STRV),
@@ -184,6 +187,8 @@ struct location_settings {
         size_t n_limit_conn;
         unsigned limit_conn_status;
         bool has_limit_conn_status;
+        bool limit_req_dry_run, has_limit_req_dry_run;
+        bool limit_conn_dry_run, has_limit_conn_dry_run;
         bool internal;
         bool x_accel_redirect;
         bool request_buffering;
@@ -207,6 +212,8 @@ static const struct config_key location_keys[] = {
     L(gzip, "gzip", CONFIG_BOOL),
     L(limit_req_status, "limit_req_status", CONFIG_UINT),
     L(limit_conn_status, "limit_conn_status", CONFIG_UINT),
+    L(limit_req_dry_run, "limit_req_dry_run", CONFIG_BOOL),
+    L(limit_conn_dry_run, "limit_conn_dry_run", CONFIG_BOOL),
     L(internal, "internal", CONFIG_BOOL),
     L(x_accel_redirect, "x_accel_redirect", CONFIG_BOOL),
     L(request_buffering, "request_buffering", CONFIG_BOOL),
@@ -1174,6 +1181,8 @@ static int collect(struct builder *b)
                         ls->has_gzip |= streq(e->key, "gzip");
                         ls->has_limit_req_status |= streq(e->key, "limit_req_status");
                         ls->has_limit_conn_status |= streq(e->key, "limit_conn_status");
+                        ls->has_limit_req_dry_run |= streq(e->key, "limit_req_dry_run");
+                        ls->has_limit_conn_dry_run |= streq(e->key, "limit_conn_dry_run");
                 }
                 r = value_check(b, e, kind == SEC_SERVER);
                 if (r < 0)
@@ -1263,6 +1272,8 @@ int proxy_var_parse(const char *s, size_t *len)
             [PV_REQUEST_ID] = "request_id",
             [PV_CONNECTION_REQUESTS] = "connection_requests",
             [PV_PID] = "pid",
+            [PV_LIMIT_REQ_STATUS] = "limit_req_status",
+            [PV_LIMIT_CONN_STATUS] = "limit_conn_status",
         };
         bool braced = *s == '{';
         const char *name = s + braced;
@@ -1531,6 +1542,10 @@ static int build_location(struct builder *b, size_t i, struct location *l)
                                 l->n_conn_limits++;
                 l->conn_limit_status =
                     (int) (s->has_limit_conn_status ? s->limit_conn_status : ss->limit_conn_status);
+                l->limit_dry_run =
+                    s->has_limit_req_dry_run ? s->limit_req_dry_run : ss->limit_req_dry_run;
+                l->conn_limit_dry_run =
+                    s->has_limit_conn_dry_run ? s->limit_conn_dry_run : ss->limit_conn_dry_run;
         }
 
         if (n_actions != 1) {

@@ -551,6 +551,7 @@ static void request_reset(struct conn *c)
         c->client_len = 0;
         limit_conn_release(&c->lc);
         c->lc_done = false;
+        c->lr_status = c->lc_status = LIMIT_NONE;
 }
 
 static void log_access(struct conn *c)
@@ -1008,7 +1009,8 @@ static void on_delay_done(struct ring_op *op, int res, unsigned flags)
 /*
  * limit_req for the request on c. True when it goes on now; otherwise it
  * was refused (answered with limit_req_status) or waits in PH_DELAYED.
- * nginx logs the same two lines.
+ * nginx logs the same two lines. With limit_req_dry_run it always goes on,
+ * charged as it would be, and the lines say "dry run".
  */
 static bool conn_limit(struct conn *c, const struct http_request *req, size_t head_len)
 {
@@ -1016,26 +1018,36 @@ static bool conn_limit(struct conn *c, const struct http_request *req, size_t he
         uint8_t key[LIMIT_KEY];
         socklen_t len;
         const struct sockaddr_storage *client = conn_client(c, &len);
+        bool dry = c->loc->limit_dry_run;
 
         if (!limit_key(client, len, key))
                 return true;
         struct limit_outcome o = limit_check(c->loc->limits, c->loc->n_limits, key, c->w->now);
-        if (o.verdict == LIMIT_PASS)
+        if (o.verdict == LIMIT_PASS) {
+                c->lr_status = LIMIT_PASSED;
                 return true;
+        }
         addr_text(client, len, addr, sizeof(addr), port, sizeof(port));
         if (o.verdict == LIMIT_REFUSE) {
-                log_warning("limiting requests, excess: %" PRIu64 ".%03u by zone \"%s\", client: "
-                            "%s, request: \"%.*s\"",
-                            o.excess / 1000, (unsigned) (o.excess % 1000), o.zone->name, addr,
-                            (int) c->logline_len, c->logline);
+                log_warning("limiting requests%s, excess: %" PRIu64 ".%03u by zone \"%s\", "
+                            "client: %s, request: \"%.*s\"",
+                            dry ? ", dry run" : "", o.excess / 1000, (unsigned) (o.excess % 1000),
+                            o.zone->name, addr, (int) c->logline_len, c->logline);
+                c->lr_status = dry ? LIMIT_REJECTED_DRY_RUN : LIMIT_REJECTED;
+                if (dry)
+                        return true;
                 conn_consume(c, head_len);
                 skip_body(c, req);
                 conn_local_error(c, c->loc->limit_status);
                 return false;
         }
-        log_info("delaying request for %" PRIu64 " ms, excess: %" PRIu64 ".%03u by zone \"%s\", "
+        log_info("delaying request%s for %" PRIu64 " ms, excess: %" PRIu64 ".%03u by zone \"%s\", "
                  "client: %s",
-                 o.delay_ms, o.excess / 1000, (unsigned) (o.excess % 1000), o.zone->name, addr);
+                 dry ? ", dry run," : "", o.delay_ms, o.excess / 1000, (unsigned) (o.excess % 1000),
+                 o.zone->name, addr);
+        c->lr_status = dry ? LIMIT_DELAYED_DRY_RUN : LIMIT_DELAYED;
+        if (dry)
+                return true;
         conn_delay(c, o.delay_ms);
         return false;
 }
@@ -1043,6 +1055,8 @@ static bool conn_limit(struct conn *c, const struct http_request *req, size_t he
 /*
  * limit_conn for the request on c, once per request: true when it goes on
  * (counted until it ends); otherwise it was refused with limit_conn_status.
+ * With limit_conn_dry_run one over the limit goes on too, uncounted, as in
+ * nginx, and the line says "dry run".
  */
 static bool conn_limit_conn(struct conn *c, const struct http_request *req, size_t head_len)
 {
@@ -1056,11 +1070,17 @@ static bool conn_limit_conn(struct conn *c, const struct http_request *req, size
                 return true;
         const struct limit_conn *r =
             limit_conn_take(c->loc->conn_limits, c->loc->n_conn_limits, key, &c->lc);
-        if (!r)
+        if (!r) {
+                c->lc_status = LIMIT_PASSED;
                 return true;
+        }
         addr_text(client, len, addr, sizeof(addr), port, sizeof(port));
-        log_warning("limiting connections by zone \"%s\", client: %s, request: \"%.*s\"",
-                    r->zone->name, addr, (int) c->logline_len, c->logline);
+        log_warning("limiting connections%s by zone \"%s\", client: %s, request: \"%.*s\"",
+                    c->loc->conn_limit_dry_run ? ", dry run," : "", r->zone->name, addr,
+                    (int) c->logline_len, c->logline);
+        c->lc_status = c->loc->conn_limit_dry_run ? LIMIT_REJECTED_DRY_RUN : LIMIT_REJECTED;
+        if (c->loc->conn_limit_dry_run)
+                return true;
         conn_consume(c, head_len);
         skip_body(c, req);
         conn_local_error(c, c->loc->conn_limit_status);

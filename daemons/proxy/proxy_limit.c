@@ -67,6 +67,18 @@ int limit_table_new(uint64_t size, struct limit_table **ret)
         return 0;
 }
 
+const char *limit_status_name(enum limit_status s)
+{
+        static const char *const names[_LIMIT_STATUS_MAX] = {
+            [LIMIT_PASSED] = "PASSED",
+            [LIMIT_DELAYED] = "DELAYED",
+            [LIMIT_REJECTED] = "REJECTED",
+            [LIMIT_DELAYED_DRY_RUN] = "DELAYED_DRY_RUN",
+            [LIMIT_REJECTED_DRY_RUN] = "REJECTED_DRY_RUN",
+        };
+        return (unsigned) s < _LIMIT_STATUS_MAX ? names[s] : NULL;
+}
+
 struct limit_table *limit_table_ref(struct limit_table *t)
 {
         atomic_fetch_add(&t->refs, 1);

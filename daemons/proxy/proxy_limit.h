@@ -65,6 +65,20 @@ struct limit_conn_hold {
 
 enum limit_verdict { LIMIT_PASS, LIMIT_DELAY, LIMIT_REFUSE };
 
+/* nginx's $limit_req_status and $limit_conn_status; LIMIT_NONE: no limit applied. */
+enum limit_status {
+        LIMIT_NONE,
+        LIMIT_PASSED,
+        LIMIT_DELAYED,
+        LIMIT_REJECTED,
+        LIMIT_DELAYED_DRY_RUN,
+        LIMIT_REJECTED_DRY_RUN,
+        _LIMIT_STATUS_MAX,
+};
+
+/* Its name as nginx writes it ("PASSED"), NULL for LIMIT_NONE. */
+const char *limit_status_name(enum limit_status s);
+
 /* What decided, for the log. */
 struct limit_outcome {
         enum limit_verdict verdict;

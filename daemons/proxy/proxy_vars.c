@@ -137,6 +137,13 @@ struct span conn_var(const struct conn *c, const struct var_ctx *x, int var, con
                 return (struct span){buf, (size_t) snprintf(buf, size, "%u", c->requests)};
         case PV_PID:
                 return (struct span){buf, (size_t) snprintf(buf, size, "%d", (int) getpid())};
+        case PV_LIMIT_REQ_STATUS:
+        case PV_LIMIT_CONN_STATUS: {
+                const char *s =
+                    limit_status_name(var == PV_LIMIT_REQ_STATUS ? c->lr_status : c->lc_status);
+                *found = s != NULL;
+                return span_from_str(s);
+        }
         case PV_REMOTE_USER:
         default:
                 *found = false;

@@ -199,10 +199,11 @@ struct conn {
         struct spipe sp;
         size_t sp_bytes;
         struct ring_op op_sp_out;
-        struct ring_op op_delay;   /* limit_req's timer */
-        bool rb_copy;              /* sendfile cannot read the body's file: pread and send */
-        struct limit_conn_hold lc; /* what limit_conn counts of this request */
-        bool lc_done;              /* limit_conn applied to this request (once, as nginx) */
+        struct ring_op op_delay;      /* limit_req's timer */
+        bool rb_copy;                 /* sendfile cannot read the body's file: pread and send */
+        struct limit_conn_hold lc;    /* what limit_conn counts of this request */
+        bool lc_done;                 /* limit_conn applied to this request (once, as nginx) */
+        uint8_t lr_status, lc_status; /* enum limit_status: $limit_req_status, $limit_conn_status */
         struct __kernel_timespec delay_ts;
         bool delay_armed;
         bool rerouted; /* routed before (limit_req delay, internal redirect): limits, log values

@@ -162,7 +162,7 @@ class HoldingUpstream:
             if not request:
                 return
             path = request.split(b" ")[1]
-            if path == b"/hold":
+            if path.endswith(b"/hold"):
                 with self.lock:
                     self.holding += 1
                 self.gate.wait(20)
@@ -309,3 +309,96 @@ def test_limit_conn_refusals_of_the_config(tmp_path):
                        (8, "names a zone no limit_conn_zone defines"),
                        (9, "'200' is not a status from 400 to 599")]:
         assert f"{bad}:{line}: " in out.stderr and text in out.stderr, (line, out.stderr)
+
+
+# ---- dry runs, and $limit_req_status / $limit_conn_status ----
+
+DRY_LOCATIONS = {
+    # path: (nginx's lines, wharf's lines)
+    "/dry/": ("limit_req zone=one burst=1 nodelay; limit_req_dry_run on;",
+              "limit_req = zone=one burst=1 nodelay\nlimit_req_dry_run = on\n"),
+    "/delay/": ("limit_req zone=two burst=5; limit_req_dry_run on;",
+                "limit_req = zone=two burst=5\nlimit_req_dry_run = on\n"),
+    "/real/": ("limit_req zone=three nodelay;", "limit_req = zone=three nodelay\n"),
+    "/conn/": ("limit_conn addr 1; limit_conn_dry_run on;",
+               "limit_conn = addr 1\nlimit_conn_dry_run = on\n"),
+    "/none/": ("", ""),
+}
+# (path, requests at once: pipelined on one connection, or held side by side for /conn/)
+DRY_REQUESTS = [("/dry/", 3), ("/delay/", 2), ("/real/", 2), ("/none/", 1)]
+
+
+def dry_outcome(address, holding, log):
+    statuses = []
+    for path, n in DRY_REQUESTS:
+        with wh.HttpConnection(address, timeout=10) as c:
+            start = time.monotonic()
+            c.send(wh.build_request("GET", path + "x") * n)
+            statuses += [r.status for r in c.read_responses(["GET"] * n)]
+            assert time.monotonic() - start < 5, "a dry run delayed a request"
+    held = wh.HttpConnection(address, timeout=20)
+    try:
+        held.request("GET", "/conn/hold")
+        holding.wait_held(1)
+        with wh.HttpConnection(address, timeout=10) as c:
+            statuses.append(c.exchange("GET", "/conn/quick").status)
+        holding.release()
+        statuses.append(held.read_response("GET").status)
+    finally:
+        held.close()
+        holding.gate.clear()
+    lines = wait_lines(log, 10)
+    return statuses, sorted(lines)
+
+
+def wait_lines(path, n, timeout=10):
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = path.read_text().splitlines() if path.exists() else []
+        if len(lines) >= n:
+            return lines
+        assert time.monotonic() < deadline, f"{path}: {len(lines)} lines of {n}"
+        time.sleep(0.05)
+
+
+@pytest.mark.skipif(not os.access(wh.NGINX, os.X_OK), reason="Debian's nginx is not installed")
+def test_dry_runs_and_their_variables_as_nginx(proxies, holding, tmp_path):
+    """limit_req_dry_run and limit_conn_dry_run refuse and delay nothing;
+    $limit_req_status and $limit_conn_status say what would have been: the
+    same access log lines as nginx's, the same statuses."""
+    zones = ("$binary_remote_addr zone=one:1m rate=1r/m", "$binary_remote_addr zone=two:1m rate=1r/m",
+             "$binary_remote_addr zone=three:1m rate=1r/m")
+    fmt = "$request_uri $status $limit_req_status $limit_conn_status"
+    ngx_log = tmp_path / "nginx.log"
+    with wh.NginxRun("pld-ngx-") as ngx:
+        locations = "\n".join(f"        location {path} {{ {ngx_lines} "
+                              f"proxy_read_timeout 30s; proxy_pass http://{holding.address}; }}"
+                              for path, (ngx_lines, _) in DRY_LOCATIONS.items())
+        ngx.start(f"""\
+    {"".join(f"limit_req_zone {z}; " for z in zones)}
+    limit_conn_zone {CONN_ZONE};
+    log_format st '{fmt}';
+    server {{
+        listen 127.0.0.1:{ngx.port};
+        access_log {ngx_log} st;
+{locations}
+    }}""")
+        theirs = dry_outcome(ngx.address, holding, ngx_log)
+        nginx_errors = ngx.error_log()
+    log = tmp_path / "wharf.log"
+    site = (f"[server]\nworkers = 1\naccess_log = file:{log}\nlog_format = {fmt}\n"
+            + "".join(f"limit_req_zone = {z}\n" for z in zones)
+            + f"limit_conn_zone = {CONN_ZONE}\n[upstream u]\nserver = {holding.address}\n"
+            + "".join(f"[location {path}]\nproxy_pass = u\n{ours}"
+                      for path, (_, ours) in DRY_LOCATIONS.items()))
+    p = proxies(site)
+    ours = dry_outcome(p.address, holding, log)
+    assert theirs[0] == [200, 200, 200, 200, 200, 200, 503, 200, 200, 200]
+    assert "/dry/x 200 REJECTED_DRY_RUN -" in theirs[1]
+    assert "/delay/x 200 DELAYED_DRY_RUN -" in theirs[1]
+    assert "/conn/quick 200 - REJECTED_DRY_RUN" in theirs[1]
+    assert ours == theirs
+    assert "limiting requests, dry run, excess: 2.000 by zone \"one\"" in nginx_errors
+    text = p.daemon.log_text()
+    assert 'limiting requests, dry run, excess: 2.000 by zone "one"' in text
+    assert 'limiting connections, dry run, by zone "addr"' in text

@@ -736,9 +736,9 @@ static void test_limit_conn(void)
             load("[server]\n"
                  "limit_conn_zone = $binary_remote_addr zone=addr:10m\n"
                  "limit_req_zone = $binary_remote_addr zone=req:1m rate=1r/s\n"
-                 "limit_conn = addr 10\nlimit_conn_status = 429\n"
+                 "limit_conn = addr 10\nlimit_conn_status = 429\nlimit_conn_dry_run = on\n"
                  "[location /download/]\nreturn = 204\nlimit_conn = addr 1\nlimit_conn = addr 2\n"
-                 "limit_conn_status = 503\n"
+                 "limit_conn_status = 503\nlimit_conn_dry_run = off\nlimit_req_dry_run = on\n"
                  "[location /]\nreturn = 204\n"
                  "[location /free/]\nreturn = 204\nlimit_req = zone=req\n");
         ok(c && c->n_zones == 2 && c->zones[0].conn && !c->zones[1].conn,
@@ -754,9 +754,13 @@ static void test_limit_conn(void)
                dl->conn_limits[0].max == 1 && dl->conn_limits[1].max == 2 &&
                dl->conn_limit_status == 503,
            "a location's own lines and limit_conn_status");
+        ok(dl && !dl->conn_limit_dry_run && dl->limit_dry_run,
+           "a location's own limit_conn_dry_run and limit_req_dry_run");
         ok(root && root->n_conn_limits == 1 && root->conn_limits[0].max == 10 &&
                root->conn_limit_status == 429,
            "a location without them has its server's");
+        ok(root && root->conn_limit_dry_run && !root->limit_dry_run,
+           "and its server's dry runs (limit_req_dry_run off by default)");
         ok(req && req->n_conn_limits == 1 && req->n_limits == 1,
            "limit_req in a location leaves the server's limit_conn");
 
