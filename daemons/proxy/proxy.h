@@ -156,7 +156,9 @@ struct location {
         bool conn_limit_dry_run; /* limit_conn_dry_run */
         bool internal; /* only internal redirects (X-Accel-Redirect) reach it: nginx's internal */
         bool x_accel;  /* an upstream's X-Accel-Redirect is followed (uwsgi_pass, proxy_pass) */
-        bool request_buffering;        /* read a body whole before the upstream sees it */
+        bool request_buffering; /* read a body whole before the upstream sees it */
+        bool intercept_errors;  /* uwsgi_ or proxy_intercept_errors: error_page for upstream answers
+                                 */
         struct upstream_param *params; /* uwsgi_param (uwsgi_pass), proxy_set_header (proxy_pass) */
         /* uwsgi_ or proxy_hide_header and _pass_header: the response headers kept from the client
          */

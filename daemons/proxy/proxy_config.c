@@ -81,7 +81,8 @@ struct server_settings {
         struct config_strv uwsgi_param; /* for the uwsgi_pass locations without their own */
         struct config_strv uwsgi_hide_header, uwsgi_pass_header; /* likewise */
         struct config_strv proxy_hide_header, proxy_pass_header; /* for proxy_pass ones */
-        struct config_strv proxy_set_header;                     /* likewise for proxy_pass */
+        bool uwsgi_intercept_errors, proxy_intercept_errors;
+        struct config_strv proxy_set_header; /* likewise for proxy_pass */
 };
 
 #define S(name, type)                                                                              \
@@ -128,6 +129,8 @@ static const struct config_key server_keys[] = {
     S(uwsgi_pass_header, CONFIG_STRV),
     S(proxy_hide_header, CONFIG_STRV),
     S(proxy_pass_header, CONFIG_STRV),
+    S(uwsgi_intercept_errors, CONFIG_BOOL),
+    S(proxy_intercept_errors, CONFIG_BOOL),
     S(proxy_set_header, CONFIG_STRV),
     {},
 };
@@ -196,6 +199,8 @@ struct location_settings {
         struct config_strv proxy_set_header;
         struct config_strv uwsgi_hide_header, uwsgi_pass_header;
         struct config_strv proxy_hide_header, proxy_pass_header;
+        bool uwsgi_intercept_errors, has_uwsgi_intercept_errors;
+        bool proxy_intercept_errors, has_proxy_intercept_errors;
 };
 
 #define L(name, key, type)                                                                         \
@@ -222,6 +227,8 @@ static const struct config_key location_keys[] = {
     L(uwsgi_pass_header, "uwsgi_pass_header", CONFIG_STRV),
     L(proxy_hide_header, "proxy_hide_header", CONFIG_STRV),
     L(proxy_pass_header, "proxy_pass_header", CONFIG_STRV),
+    L(uwsgi_intercept_errors, "uwsgi_intercept_errors", CONFIG_BOOL),
+    L(proxy_intercept_errors, "proxy_intercept_errors", CONFIG_BOOL),
     L(proxy_set_header, "proxy_set_header", CONFIG_STRV),
     {},
 };
@@ -1182,6 +1189,8 @@ static int collect(struct builder *b)
                         ls->has_limit_req_status |= streq(e->key, "limit_req_status");
                         ls->has_limit_conn_status |= streq(e->key, "limit_conn_status");
                         ls->has_limit_req_dry_run |= streq(e->key, "limit_req_dry_run");
+                        ls->has_uwsgi_intercept_errors |= streq(e->key, "uwsgi_intercept_errors");
+                        ls->has_proxy_intercept_errors |= streq(e->key, "proxy_intercept_errors");
                         ls->has_limit_conn_dry_run |= streq(e->key, "limit_conn_dry_run");
                 }
                 r = value_check(b, e, kind == SEC_SERVER);
@@ -1614,6 +1623,19 @@ static int build_location(struct builder *b, size_t i, struct location *l)
         r = params_build(b, s, ss, e, l);
         if (r < 0)
                 return r;
+        /* uwsgi_ or proxy_intercept_errors, for the protocol the location speaks. */
+        if (s->has_uwsgi_intercept_errors && l->kind != LOC_UWSGI)
+                config_diag_add(b->diag, true, b->f->path, key_line(b, e, "uwsgi_intercept_errors"),
+                                "uwsgi_intercept_errors", "needs uwsgi_pass here");
+        if (s->has_proxy_intercept_errors && l->kind != LOC_HTTP)
+                config_diag_add(b->diag, true, b->f->path, key_line(b, e, "proxy_intercept_errors"),
+                                "proxy_intercept_errors", "needs proxy_pass here");
+        if (l->kind == LOC_UWSGI)
+                l->intercept_errors = s->has_uwsgi_intercept_errors ? s->uwsgi_intercept_errors
+                                                                    : ss->uwsgi_intercept_errors;
+        else if (l->kind == LOC_HTTP)
+                l->intercept_errors = s->has_proxy_intercept_errors ? s->proxy_intercept_errors
+                                                                    : ss->proxy_intercept_errors;
         r = names_build(b, e, l, "hide_header", &s->uwsgi_hide_header, &s->proxy_hide_header,
                         &ss->uwsgi_hide_header, &ss->proxy_hide_header, &l->hide_headers);
         if (r < 0)

@@ -1405,6 +1405,37 @@ static void accel_redirect(struct conn *c, const struct http_response *resp, str
         conn_internal_redirect(c, head, (size_t) n);
 }
 
+/*
+ * nginx's uwsgi_intercept_errors / proxy_intercept_errors: the upstream
+ * answered with a status that has an error_page, so the client gets the
+ * page, with that status, instead of the upstream's body. The upstream is
+ * kept when its whole answer is in already (a short error body comes with
+ * its head); what the request body still has to come is skipped, or ends
+ * the connection after the page.
+ */
+static void error_intercepted(struct conn *c, const struct http_response *resp, size_t head_len)
+{
+        struct upconn *u = c->up;
+        bool body_done = c->uphead_sent == c->uphead_len && c->body_left == 0 &&
+                         (!c->buffered || c->rb.sent == c->rb.len);
+        size_t extra = u->rx_len - head_len;
+        bool whole = resp->body == HTTP_RESP_NONE
+                         ? extra == 0
+                         : resp->body == HTTP_RESP_LENGTH && extra == resp->content_length;
+        int status = resp->status;
+
+        c->up_usec = now_us() - c->up_started_us;
+        atomic_store(&u->server->fails, 0);
+        up_release(c, upstream_keeps(c, resp) && body_done && whole);
+        size_t skip = (size_t) min_u64(c->body_left, c->in_len);
+        conn_consume(c, skip);
+        c->body_left -= skip;
+        if (c->body_left > 0)
+                c->close_after = true;
+        c->body_left = 0;
+        conn_local_error(c, status);
+}
+
 static void response_head(struct conn *c)
 {
         struct upconn *u = c->up;
@@ -1439,6 +1470,11 @@ static void response_head(struct conn *c)
         const struct http_header *xa;
         if (c->loc->x_accel && (xa = http_response_header(&resp, "X-Accel-Redirect"))) {
                 accel_redirect(c, &resp, xa->value, (size_t) r);
+                return;
+        }
+        if (c->loc->intercept_errors && resp.status >= 300 &&
+            proxy_error_page(c->vs, resp.status)) {
+                error_intercepted(c, &resp, (size_t) r);
                 return;
         }
         c->status = resp.status;

@@ -518,6 +518,103 @@ def test_error_pages_replace_the_built_in_ones(proxies, tmp_path):
     assert "keeping the running configuration" in p.daemon.log_text()
 
 
+def answer_status_by_path(conn):
+    """.../500, .../404, .../503: that status with the application's own body; else 200."""
+    while True:
+        request, _ = read_http_request(conn)
+        if not request:
+            return
+        method, target = request.split(b" ")[:2]
+        last = target.rsplit(b"/", 1)[1]
+        code = int(last) if last.isdigit() else 200
+        body = b"the application's own %d page" % code
+        conn.sendall(b"HTTP/1.1 %d X\r\nContent-Type: text/plain\r\nX-App: 1\r\n"
+                     b"Content-Length: %d\r\n\r\n%s"
+                     % (code, len(body), b"" if method == b"HEAD" else body))
+
+
+@pytest.mark.skipif(not os.access(wh.NGINX, os.X_OK), reason="Debian's nginx is not installed")
+def test_intercepted_upstream_errors_as_nginx(proxies):
+    """proxy_intercept_errors = on: an upstream status with an error_page
+    gets the page (and that status), one without keeps the upstream's body;
+    off (the default) passes everything. The same as nginx's, HEAD too."""
+    pages = wh.short_tempdir("pie-pages-")  # nginx's workers run as nobody: not in tmp_path
+    (pages / "50x.html").write_bytes(b"<h1>Back in a moment</h1>\n")
+    (pages / "50x.html").chmod(0o644)
+    up = RawUpstream(answer_status_by_path)
+    requests = [(m, f"/{loc}/{code}") for loc in ("on", "off") for code in (500, 503, 404, 200)
+                for m in ("GET", "HEAD")]
+
+    def outcome(address):
+        out = []
+        for method, target in requests:
+            with wh.HttpConnection(address, timeout=10) as c:
+                r = c.exchange(method, target)
+            # The type without parameters: wharf names the page's charset, nginx not.
+            out.append((method, target, r.status, r.body,
+                        (r.header("Content-Type") or "").split(";")[0], r.header("X-App")))
+        return out
+
+    try:
+        with wh.NginxRun("pie-ngx-") as ngx:
+            ngx.start(f"""\
+    server {{
+        listen 127.0.0.1:{ngx.port};
+        error_page 500 503 /50x.html;
+        location = /50x.html {{ root {pages}; }}
+        location /on/ {{ proxy_intercept_errors on; proxy_pass http://{up.address}/; }}
+        location /off/ {{ proxy_pass http://{up.address}/; }}
+    }}""")
+            theirs = outcome(ngx.address)
+        p = proxies(f"[server]\nworkers = 1\nerror_page = 500 503 {pages}/50x.html\n"
+                    f"[upstream u]\nserver = {up.address}\n"
+                    f"[location /on/]\nproxy_pass = u\nproxy_intercept_errors = on\n"
+                    f"[location /off/]\nproxy_pass = u\n")
+        ours = outcome(p.address)
+    finally:
+        up.close()
+        wh.remove_tree(pages)
+    intercepted = [o for o in theirs if o[3] == b"<h1>Back in a moment</h1>\n"]
+    assert [o[1] for o in intercepted] == ["/on/500", "/on/503"]
+    assert all(o[5] is None for o in intercepted), "the page has none of the upstream's headers"
+    assert ours == theirs
+
+
+def test_an_intercepted_error_keeps_the_upstream_connection(proxies, tmp_path):
+    """A short error answer comes whole with its head: the page goes to the
+    client and the upstream connection goes back to the pool."""
+    page = tmp_path / "50x.html"
+    page.write_bytes(b"page\n")
+    up = RawUpstream(answer_status_by_path)
+    try:
+        p = proxies(f"[server]\nworkers = 1\nerror_page = 500 {page}\n"
+                    f"[upstream u]\nserver = {up.address}\nkeepalive = 4\n"
+                    f"[location /]\nproxy_pass = u\nproxy_intercept_errors = on\n")
+        with p.connect() as c:
+            assert [c.exchange("GET", t).body for t in ("/500", "/500", "/200")] == \
+                [b"page\n", b"page\n", b"the application's own 200 page"]
+        assert up.accepted == 1
+    finally:
+        up.close()
+
+
+def test_uwsgi_intercept_errors_with_wharf_wsgi(proxies, app, tmp_path):
+    """uwsgi_intercept_errors = on (in [server], for the uwsgi_pass locations
+    without their own): a view that fails gets the site's 500 page, and the
+    connection goes on; off by default."""
+    page = tmp_path / "500.html"
+    page.write_bytes(b"<h1>Sorry</h1>\n")
+    p = proxies(uwsgi_site(app, extra=f"error_page = 500 {page}\nuwsgi_intercept_errors = on\n"))
+    with p.connect() as c:
+        r = c.exchange("GET", "/error-before")
+        assert r.status == 500 and r.body == b"<h1>Sorry</h1>\n"
+        assert c.exchange("GET", "/env").status == 200
+    assert p.get("/nope-404").status == 404, "a status without a page goes as it is"
+    off = proxies(uwsgi_site(app, extra=f"error_page = 500 {page}\n"))
+    r = off.get("/error-before")
+    assert r.status == 500 and b"Sorry" not in r.body, "off by default, as in nginx"
+
+
 def test_allow_and_deny(proxies):
     """nginx's access module: the first matching rule decides; a location
     without rules has its server's; a refused request is a 403 and the

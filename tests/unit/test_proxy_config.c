@@ -819,10 +819,12 @@ static void test_hide_and_pass_headers(void)
 {
         struct proxy_config *c =
             load("[server]\nuwsgi_hide_header = X-Powered-By\nproxy_pass_header = Server\n"
+                 "uwsgi_intercept_errors = on\n"
                  "[upstream u]\nserver = unix:/run/u.sock\n"
                  "[location /]\nuwsgi_pass = u\n"
                  "[location /own/]\nuwsgi_pass = u\nuwsgi_hide_header = x-frame-options\n"
                  "uwsgi_hide_header = X-Keep\nuwsgi_pass_header = X-Accel-Buffering\n"
+                 "uwsgi_intercept_errors = off\n"
                  "[location /http/]\nproxy_pass = u\n");
         ok(c != NULL, "hide_header and pass_header load");
         if (!c)
@@ -842,13 +844,17 @@ static void test_hide_and_pass_headers(void)
         ok(http && http->hide_headers.n == 0 && http->pass_headers.n == 1 &&
                name_list_has(&http->pass_headers, "Server", 6),
            "a proxy_pass location takes the server's proxy_ lines, not its uwsgi_ ones");
+        ok(root && root->intercept_errors && own && !own->intercept_errors && http &&
+               !http->intercept_errors,
+           "uwsgi_intercept_errors: the server's, a location's own, not for proxy_pass");
         proxy_config_free(c);
 
         c = load("[server]\nuwsgi_hide_header = Two Names\n[upstream u]\nserver = unix:/u\n"
                  "[location /]\nuwsgi_pass = u\nproxy_hide_header = X-A\n"
-                 "[location /r/]\nreturn = 204\nuwsgi_pass_header = Server\n");
+                 "[location /r/]\nreturn = 204\nuwsgi_pass_header = Server\n"
+                 "proxy_intercept_errors = on\n");
         ok(!c && diag_has(":2", "not one header name") && diag_has(":7", "needs proxy_pass") &&
-               diag_has(":10", "needs uwsgi_pass"),
+               diag_has(":10", "needs uwsgi_pass") && diag_has(":11", "needs proxy_pass"),
            "every refusal at its line");
         proxy_config_free(c);
 }
