@@ -1368,11 +1368,25 @@ static int accept_one(struct worker *w, struct wsgi_conn *c)
         return -EAGAIN;
 }
 
+/*
+ * Keeps fd for its front's next request. A full set gives up the connection
+ * kept longest instead: the newest is the one a front is using now, and an
+ * old one may belong to a front that went (a wharf-proxy reloaded, or one of
+ * two). Refusing the newest would make a busy front open a connection for
+ * every request while idle ones sat here for IDLE_MS.
+ */
 static void idle_keep(struct worker *w, int fd)
 {
-        if (w->n_idle == IDLE_MAX || stop_requested(w)) {
+        if (stop_requested(w)) {
                 (void) close(fd);
                 return;
+        }
+        if (w->n_idle == IDLE_MAX) {
+                (void) close(w->idle[0]);
+                memmove(w->idle, w->idle + 1, (IDLE_MAX - 1) * sizeof(w->idle[0]));
+                memmove(w->idle_until, w->idle_until + 1,
+                        (IDLE_MAX - 1) * sizeof(w->idle_until[0]));
+                w->n_idle--;
         }
         w->idle[w->n_idle] = fd;
         w->idle_until[w->n_idle++] = now_ms() + IDLE_MS;
@@ -1403,10 +1417,11 @@ static void idle_serve(struct worker *w, int fd)
 }
 
 /*
- * Waits for a new connection, a request on a kept one, or a stop, and
- * serves the kept connections that have one; drops those unused too long.
+ * Waits for a new connection, a request on a kept one, or a stop (at most
+ * until the next kept one expires; not at all with wait false), and serves
+ * the kept connections that have a request; drops those unused too long.
  */
-static void wait_and_serve_idle(struct worker *w)
+static void serve_idle(struct worker *w, bool wait)
 {
         size_t base = w->n_listeners + 1, n = w->n_idle;
         uint64_t now = now_ms(), next = now + 1000;
@@ -1415,7 +1430,7 @@ static void wait_and_serve_idle(struct worker *w)
                 w->pfds[base + i] = (struct pollfd){.fd = w->idle[i], .events = POLLIN};
                 next = min_u64(next, w->idle_until[i]);
         }
-        (void) idle_poll(w, base + n, next > now ? next - now : 0);
+        (void) idle_poll(w, base + n, wait && next > now ? next - now : 0);
         now = now_ms();
         /* Taken out first: serving one may add it back at the end. */
         int ready[IDLE_MAX];
@@ -1452,17 +1467,25 @@ static void serve_loop(struct worker *w)
                         break;
                 c.fd = accept_one(w, &c);
                 if (c.fd < 0) {
-                        wait_and_serve_idle(w);
+                        serve_idle(w, true);
                         continue;
                 }
                 c.framed = c.proto == WSGI_PROTO_HTTP;
                 if (c.proto == WSGI_PROTO_HTTP) {
                         serve_http(w, &c);
+                        (void) close(c.fd);
                 } else if (serve_uwsgi(w, &c)) {
                         idle_keep(w, c.fd);
-                        continue;
+                } else {
+                        (void) close(c.fd);
                 }
-                (void) close(c.fd);
+                /*
+                 * New connections must not starve the kept ones: while they
+                 * keep coming, a request on a kept connection waits at most
+                 * one accepted one, not until the queue is empty.
+                 */
+                if (w->n_idle > 0)
+                        serve_idle(w, false);
         }
         idle_close_all(w);
 }

@@ -30,6 +30,7 @@ from wsgi_fixtures import (
     WsgiServer,
     daemon_env,
     nginx_vars,
+    parse_response,
     read_all,
     uwsgi_packet,
     wsgi_binary_or_skip,
@@ -1045,3 +1046,81 @@ def test_lazy_apps_import_failure_is_fatal(start_wsgi):
     rc = s.daemon.wait_exit(10)
     assert rc != 0
     assert "the database is not configured" in s.daemon.log_text()
+
+
+# ---- kept uwsgi connections (wharf-proxy's WHARF_KEEPALIVE) ----
+
+class KeptConnection:
+    """A uwsgi connection a front keeps open: WHARF_KEEPALIVE=1 on every
+    request, framed responses read one by one."""
+
+    def __init__(self, path):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(10)
+        self.sock.connect(str(path))
+        self.reader = wh.ResponseReader(lambda: self.sock.recv(65536))
+
+    def send(self, target):
+        self.sock.sendall(uwsgi_packet(nginx_vars("GET", target) + [("WHARF_KEEPALIVE", "1")]))
+
+    def exchange(self, target):
+        self.send(target)
+        return self.reader.read("GET")
+
+    def closed_by_server(self, timeout=5.0):
+        self.sock.settimeout(timeout)
+        try:
+            return self.sock.recv(1) == b""
+        except ConnectionResetError:
+            return True
+        except socket.timeout:
+            return False
+
+    def close(self):
+        self.sock.close()
+
+
+def test_a_full_set_of_kept_connections_gives_up_the_oldest(start_wsgi):
+    """A worker keeps at most 64 idle uwsgi connections. The 65th is kept and
+    the oldest closed: a front in use (a reloaded wharf-proxy, one of two)
+    keeps its connections, instead of making one per request while
+    connections nobody uses wait out their 30 s."""
+    s = start_wsgi()
+    kept = [KeptConnection(s.uwsgi_path) for _ in range(65)]
+    try:
+        for k in kept[:64]:
+            assert k.exchange("/env").status == 200
+        newest = kept[64]
+        assert newest.exchange("/env").status == 200
+        assert newest.exchange("/env").status == 200, "the newest connection was kept"
+        assert kept[0].closed_by_server(), "the oldest one was let go"
+        assert kept[1].exchange("/env").status == 200, "the others stay"
+    finally:
+        for k in kept:
+            k.close()
+
+
+def test_new_connections_do_not_starve_a_kept_one(start_wsgi):
+    """While new connections keep arriving, a request on a kept connection
+    is served between them, not after the accept queue runs dry."""
+    s = start_wsgi()
+    kept = KeptConnection(s.uwsgi_path)
+    flood = []
+    try:
+        assert kept.exchange("/env").status == 200
+        # 100 connections, each a 10 ms request: a second of work queued.
+        for _ in range(100):
+            c = s.uwsgi.connect()
+            c.sendall(uwsgi_packet(nginx_vars("GET", "/sleep?s=0.01")))
+            flood.append(c)
+        time.sleep(0.05)  # the worker is into the queue
+        start = time.monotonic()
+        r = kept.exchange("/env")
+        took = time.monotonic() - start
+        assert r.status == 200
+        assert took < 0.5, f"the kept connection waited {took:.2f} s behind the queue"
+        assert all(parse_response(read_all(c)).status == 200 for c in flood)
+    finally:
+        kept.close()
+        for c in flood:
+            c.close()
