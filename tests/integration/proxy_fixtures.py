@@ -9,6 +9,7 @@ wharf-wsgi and wharf-static from this build, and scripted raw upstreams
 import shutil
 import signal
 import socket
+import subprocess
 import threading
 from pathlib import Path
 
@@ -186,6 +187,22 @@ def read_uwsgi_request(conn: socket.socket, timeout: float = 10.0) -> tuple:
     length = int(dict(pairs).get("CONTENT_LENGTH") or 0)
     need(length)
     return pairs, data[:length]
+
+
+def check_config_refused(tmp_path, text: str, expected) -> str:
+    """wharf-proxy --check-config on a file of text must fail, and say each
+    of expected, [(line, words)], on one message at that line. Returns what
+    it printed."""
+    bad = tmp_path / "bad.ini"
+    bad.write_text(text)
+    out = subprocess.run([str(proxy_binary_or_skip()), "-c", str(bad), "--check-config"],
+                         capture_output=True, text=True)
+    assert out.returncode != 0, out.stderr
+    messages = out.stderr.splitlines()
+    for line, words in expected:
+        assert any(m.startswith(f"{bad}:{line}: ") and words in m for m in messages), \
+            (line, words, out.stderr)
+    return out.stderr
 
 
 # Fixtures: a test module imports the ones it uses.

@@ -8,14 +8,14 @@ across a reload."""
 import os
 import re
 import signal
-import subprocess
 import threading
 import time
 
 import pytest
 
 import wharf_harness as wh
-from proxy_fixtures import RawUpstream, proxies, read_http_request  # noqa: F401 (fixtures)
+from proxy_fixtures import (RawUpstream, check_config_refused, proxies,  # noqa: F401 (fixtures)
+                            read_http_request)
 
 # One a minute: nothing drains while a test runs, however slow the machine.
 ZONE = "$binary_remote_addr zone=one:1m rate=1r/m"
@@ -125,22 +125,16 @@ def test_a_stop_serves_the_delayed_request(proxies, upstream):
     assert p.daemon.wait_exit() == 0
 
 
-def test_refusals_of_the_config(proxies, tmp_path):
-    binary = wh.daemon_binary("proxy")
-    bad = tmp_path / "bad.ini"
-    bad.write_text("[server]\nlisten = 127.0.0.1:1\n"
-                   "limit_req_zone = $binary_remote_addr zone=one:1m rate=1r/h\n"
-                   "limit_req_zone = $http_x zone=two:1m rate=1r/s\n"
-                   "[location /]\nreturn = 204\nlimit_req = zone=nope burst=2\n"
-                   "limit_req_status = 302\n")
-    out = subprocess.run([str(binary), "-c", str(bad), "--check-config"], capture_output=True,
-                         text=True)
-    assert out.returncode != 0
-    for line, text in [(3, "has a rate that is not Nr/s or Nr/m"),
-                       (4, "keys other than $binary_remote_addr are not implemented"),
-                       (7, "names a zone no limit_req_zone defines"),
-                       (8, "'302' is not a status from 400 to 599")]:
-        assert f"{bad}:{line}: " in out.stderr and text in out.stderr, (line, out.stderr)
+def test_refusals_of_the_config(tmp_path):
+    check_config_refused(tmp_path, "[server]\nlisten = 127.0.0.1:1\n"
+                         "limit_req_zone = $binary_remote_addr zone=one:1m rate=1r/h\n"
+                         "limit_req_zone = $http_x zone=two:1m rate=1r/s\n"
+                         "[location /]\nreturn = 204\nlimit_req = zone=nope burst=2\n"
+                         "limit_req_status = 302\n",
+                         [(3, "has a rate that is not Nr/s or Nr/m"),
+                          (4, "keys other than $binary_remote_addr are not implemented"),
+                          (7, "names a zone no limit_req_zone defines"),
+                          (8, "'302' is not a status from 400 to 599")])
 
 
 # ---- limit_conn ----
@@ -295,20 +289,15 @@ def test_limit_conn_counts_survive_a_reload(proxies, holding):
 
 
 def test_limit_conn_refusals_of_the_config(tmp_path):
-    bad = tmp_path / "bad.ini"
-    bad.write_text("[server]\nlisten = 127.0.0.1:1\n"
-                   "limit_conn_zone = $binary_remote_addr zone=addr:1m rate=1r/s\n"
-                   "limit_req_zone = $binary_remote_addr zone=req:1m rate=1r/s\n"
-                   "[location /]\nreturn = 204\nlimit_conn = addr\nlimit_conn = req 2\n"
-                   "limit_conn_status = 200\n")
-    out = subprocess.run([str(wh.daemon_binary("proxy")), "-c", str(bad), "--check-config"],
-                         capture_output=True, text=True)
-    assert out.returncode != 0
-    for line, text in [(3, "is not '$binary_remote_addr zone=NAME:SIZE'"),
-                       (7, "is not 'ZONE N'"),
-                       (8, "names a zone no limit_conn_zone defines"),
-                       (9, "'200' is not a status from 400 to 599")]:
-        assert f"{bad}:{line}: " in out.stderr and text in out.stderr, (line, out.stderr)
+    check_config_refused(tmp_path, "[server]\nlisten = 127.0.0.1:1\n"
+                         "limit_conn_zone = $binary_remote_addr zone=addr:1m rate=1r/s\n"
+                         "limit_req_zone = $binary_remote_addr zone=req:1m rate=1r/s\n"
+                         "[location /]\nreturn = 204\nlimit_conn = addr\nlimit_conn = req 2\n"
+                         "limit_conn_status = 200\n",
+                         [(3, "is not '$binary_remote_addr zone=NAME:SIZE'"),
+                          (7, "is not 'ZONE N'"),
+                          (8, "names a zone no limit_conn_zone defines"),
+                          (9, "'200' is not a status from 400 to 599")])
 
 
 # ---- dry runs, and $limit_req_status / $limit_conn_status ----
