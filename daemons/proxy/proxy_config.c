@@ -12,11 +12,9 @@
  * is simply the last [server] seen. Every problem is reported with the file
  * and line it comes from, and all of them are reported, not just the first.
  */
-#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
