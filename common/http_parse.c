@@ -789,6 +789,16 @@ bool http_list_has_token(struct span list, const char *token)
         }
 }
 
+bool http_is_token(const char *p, size_t len)
+{
+        if (len == 0)
+                return false;
+        for (size_t i = 0; i < len; i++)
+                if (!is_class(p[i], CC_TOKEN))
+                        return false;
+        return true;
+}
+
 /*
  * The chunked decoder (RFC 9112 7.1):
  *

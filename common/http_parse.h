@@ -106,6 +106,9 @@ const struct http_header *http_find_header(const struct http_request *req, const
  */
 bool http_list_has_token(struct span list, const char *token);
 
+/* Is p[0..len) a token (RFC 9110 5.6.2), as a field name or method must be? Empty is not. */
+bool http_is_token(const char *p, size_t len);
+
 /*
  * Chunked transfer coding, decoded in place.
  *

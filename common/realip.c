@@ -261,24 +261,12 @@ int realip_addr_parse(const char *p, size_t len, struct sockaddr_storage *ret_ad
         return 0;
 }
 
-/* RFC 9110 tchar. */
-static bool is_token_char(char c)
-{
-        return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-               (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
-}
-
 int realip_header_check(const char *name)
 {
         assert(name);
         if (streq(name, "proxy_protocol"))
                 return -EOPNOTSUPP;
-        if (!*name)
-                return -EINVAL;
-        for (const char *c = name; *c; c++)
-                if (!is_token_char(*c))
-                        return -EINVAL;
-        return 0;
+        return http_is_token(name, strlen(name)) ? 0 : -EINVAL;
 }
 
 int realip_conf_add_from(struct realip_conf *conf, const char *value)

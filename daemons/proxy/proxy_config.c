@@ -856,20 +856,6 @@ static bool limit_conn_build(struct builder *b, const struct config_entry *e, st
         return true;
 }
 
-/* A header field name: one or more token characters (RFC 9110 5.1). */
-static bool header_name_valid(const char *name, size_t len)
-{
-        if (len == 0)
-                return false;
-        for (size_t i = 0; i < len; i++) {
-                char ch = name[i];
-                if (!ch || (!strchr("!#$%&'*+-.^_`|~", ch) && !(ch >= '0' && ch <= '9') &&
-                            !((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z')))
-                        return false;
-        }
-        return true;
-}
-
 /*
  * uwsgi_param = NAME VALUE [if_not_empty] or proxy_set_header = Name [VALUE],
  * as nginx's: VALUE is a template with the variables a request has before
@@ -898,7 +884,7 @@ static int param_parse(const char *v, bool uwsgi, struct upstream_param *ret, co
                         while (vlen > 0 && (value[vlen - 1] == ' ' || value[vlen - 1] == '\t'))
                                 vlen--;
                 }
-        } else if (!header_name_valid(v, n)) {
+        } else if (!http_is_token(v, n)) {
                 n = 0;
         }
         if (n == 0) {
@@ -984,7 +970,7 @@ static int value_check(struct builder *b, const struct config_entry *e, bool ser
         if (klen > 12 &&
             (streq(e->key + klen - 12, "_hide_header") ||
              streq(e->key + klen - 12, "_pass_header")) &&
-            !header_name_valid(v, strlen(v)))
+            !http_is_token(v, strlen(v)))
                 config_diag_add(b->diag, true, b->f->path, e->line, e->key,
                                 "'%s' is not one header name (one a line)", v);
         if (!server)
@@ -1366,7 +1352,7 @@ static int add_header_append(struct location *l, const char *v)
         size_t n = strlen(v);
         char *p;
 
-        if (!colon || !header_name_valid(v, (size_t) (colon - v)))
+        if (!colon || !http_is_token(v, (size_t) (colon - v)))
                 return -EINVAL;
         for (const char *q = colon + 1; *q; q++)
                 if ((unsigned char) *q < 0x20 && *q != '\t')
@@ -1484,7 +1470,7 @@ static int names_build(struct builder *b, const struct config_entry *e, const st
         char *p = ret->names;
         for (size_t j = 0; j < lines->n; j++) {
                 const char *v = lines->v[j];
-                if (!header_name_valid(v, strlen(v)))
+                if (!http_is_token(v, strlen(v)))
                         continue; /* reported at its line, by value_check() */
                 p = stpcpy(p, v) + 1;
                 ret->n++;

@@ -719,6 +719,20 @@ static void test_find_header(void)
         ok(!http_find_header(&r, "Accept-Encoding"), "absent header");
 }
 
+static void test_is_token(void)
+{
+        static const char *const good[] = {"X-Forwarded-For", "a", "!#$%&'*+-.^_`|~09Az"};
+        static const char *const bad[] = {"",      "Bad Header",  "a:b", "a\tb", "x(y)",
+                                          "\"q\"", "caf\xc3\xa9", "a/b", "[v6]"};
+
+        for (size_t i = 0; i < ARRAY_SIZE(good); i++)
+                ok(http_is_token(good[i], strlen(good[i])), "'%s' is a token", good[i]);
+        for (size_t i = 0; i < ARRAY_SIZE(bad); i++)
+                ok(!http_is_token(bad[i], strlen(bad[i])), "'%s' is not", bad[i]);
+        ok(!http_is_token("ab\0c", 4), "a NUL inside is not, though the length covers it");
+        ok(http_is_token("ab:c", 2), "only len bytes are looked at");
+}
+
 static void test_list_has_token(void)
 {
         static const struct {
@@ -1110,6 +1124,7 @@ int main(void)
         subtest("framing", test_valid_framing);
         subtest("character classes", test_char_classes);
         subtest("http_find_header", test_find_header);
+        subtest("http_is_token", test_is_token);
         subtest("http_list_has_token", test_list_has_token);
         subtest("chunked", test_chunked);
         subtest("path normalisation", test_path);
