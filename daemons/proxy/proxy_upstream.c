@@ -717,6 +717,16 @@ static void up_fail(struct conn *c, int status, const char *what, int err)
                 conn_close(c);
 }
 
+/* A submission for the exchange's upstream connection; without one the exchange fails (502). */
+static struct io_uring_sqe *exchange_sqe(struct conn *c, struct ring_op *op)
+{
+        struct io_uring_sqe *sqe = up_sqe(c->up, op);
+
+        if (!sqe)
+                up_fail(c, 502, "no submission slot", 0);
+        return sqe;
+}
+
 static void up_connect(struct conn *c)
 {
         struct worker *w = c->w;
@@ -767,11 +777,9 @@ static void up_connect(struct conn *c)
                 int one = 1;
                 (void) setsockopt(u->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         }
-        sqe = up_sqe(u, &u->op_connect);
-        if (!sqe) {
-                up_fail(c, 502, "no submission slot", 0);
+        sqe = exchange_sqe(c, &u->op_connect);
+        if (!sqe)
                 return;
-        }
         io_uring_prep_connect(sqe, u->fd, (const struct sockaddr *) &s->sa, s->sa_len);
         u->deadline = w->now + up->connect_timeout;
 }
@@ -850,11 +858,9 @@ static void body_sendfile(struct conn *c)
         }
         if (c->rb.sent == c->rb.len)
                 return;
-        sqe = up_sqe(u, &u->op_body);
-        if (!sqe) {
-                up_fail(c, 502, "no submission slot", 0);
+        sqe = exchange_sqe(c, &u->op_body);
+        if (!sqe)
                 return;
-        }
         io_uring_prep_poll_add(sqe, u->fd, POLLOUT);
         u->body_armed = true;
         /* An upstream that stops taking the request is timed by send_timeout. */
@@ -910,11 +916,9 @@ static void up_send_pump(struct conn *c)
         }
         if (n == 0)
                 return;
-        sqe = up_sqe(u, &u->op_send);
-        if (!sqe) {
-                up_fail(c, 502, "no submission slot", 0);
+        sqe = exchange_sqe(c, &u->op_send);
+        if (!sqe)
                 return;
-        }
         u->msg = (struct msghdr){.msg_iov = u->iov, .msg_iovlen = n};
         io_uring_prep_sendmsg(sqe, u->fd, &u->msg, MSG_NOSIGNAL);
         u->send_busy = true;
@@ -1587,11 +1591,9 @@ static int splice_in(struct conn *c)
                 u->deadline = 0;
                 return 0;
         }
-        sqe = up_sqe(u, &u->op_sp_in);
-        if (!sqe) {
-                up_fail(c, 502, "no submission slot", 0);
+        sqe = exchange_sqe(c, &u->op_sp_in);
+        if (!sqe)
                 return -1;
-        }
         io_uring_prep_poll_add(sqe, u->fd, POLLIN);
         u->sp_in_armed = true;
         u->sp_readable = false;
@@ -1673,11 +1675,9 @@ static void up_recv_pump(struct conn *c)
         }
         if (c->out.bytes >= c->cfg->response_buffer)
                 return; /* the client is behind: wait until it catches up */
-        sqe = up_sqe(u, &u->op_recv);
-        if (!sqe) {
-                up_fail(c, 502, "no submission slot", 0);
+        sqe = exchange_sqe(c, &u->op_recv);
+        if (!sqe)
                 return;
-        }
         io_uring_prep_recv(sqe, u->fd, u->rx + u->rx_len, UP_RX_SIZE - u->rx_len, 0);
         u->recv_busy = true;
 }
