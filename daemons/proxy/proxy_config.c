@@ -745,8 +745,8 @@ static int limit_zone_add(struct builder *b, const struct config_entry *e)
                         if (!z.name)
                                 return -ENOMEM;
                         if (config_parse_size(colon + 1, &z.size) < 0 ||
-                            z.size < 16 * LIMIT_ENTRY_BYTES)
-                                why = "has a zone size that is not a size of at least 1k";
+                            z.size < 16 * LIMIT_ENTRY_BYTES || z.size > LIMIT_ZONE_MAX)
+                                why = "has a zone size that is not a size from 1k to 1g";
                 } else if (!strncmp(t, "rate=", 5) && !z.conn) {
                         if (limit_rate_parse(t + 5, &z.rate) < 0)
                                 why = "has a rate that is not Nr/s or Nr/m (1 to 1000000)";

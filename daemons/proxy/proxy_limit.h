@@ -32,6 +32,8 @@
 #define LIMIT_KEY 17         /* address family, then up to 16 bytes of address */
 #define LIMIT_RULES_MAX 4    /* limit_req lines in one place */
 #define LIMIT_ENTRY_BYTES 64 /* what one client costs of a zone's size */
+/* The largest zone: 16M clients. A typo (10g for 10m) is an error, not 10 GiB of memory. */
+#define LIMIT_ZONE_MAX (1ull << 30)
 
 struct limit_table;
 

@@ -722,11 +722,25 @@ static void test_limit_req(void)
                  "limit_req = zone=a burst=x\nlimit_req = zone=a\nlimit_req = zone=a\n"
                  "limit_req_status = 200\n");
         ok(!c && diag_has(":3", "already defined") && diag_has(":4", "not implemented") &&
-               diag_has(":5", "not Nr/s or Nr/m") && diag_has(":6", "at least 1k") &&
+               diag_has(":5", "not Nr/s or Nr/m") && diag_has(":6", "from 1k to 1g") &&
                diag_has(":7", "zone=NAME:SIZE") && diag_has(":10", "no limit_req_zone") &&
                diag_has(":11", "names no zone=") && diag_has(":12", "[burst=N]") &&
                diag_has(":14", "more than 4") && diag_has(":15", "from 400 to 599"),
            "every refusal at its line");
+        proxy_config_free(c);
+}
+
+static void test_limit_zone_sizes(void)
+{
+        struct proxy_config *c =
+            load("[server]\nlimit_req_zone = $binary_remote_addr zone=a:1g rate=1r/s\n"
+                 "limit_conn_zone = $binary_remote_addr zone=b:1k\n");
+        ok(c && c->n_zones == 2, "1k and 1g are zone sizes");
+        proxy_config_free(c);
+        c = load("[server]\nlimit_req_zone = $binary_remote_addr zone=a:64g rate=1r/s\n"
+                 "limit_conn_zone = $binary_remote_addr zone=b:1025m\n");
+        ok(!c && diag_has(":2", "from 1k to 1g") && diag_has(":3", "from 1k to 1g"),
+           "a zone over 1g is refused at its line, not allocated (the fuzzer's 64g)");
         proxy_config_free(c);
 }
 
@@ -940,6 +954,7 @@ int main(void)
         subtest("log escapes", test_log_escapes);
         subtest("log_format in the config", test_log_format_config);
         subtest("limit_req", test_limit_req);
+        subtest("limit zone sizes", test_limit_zone_sizes);
         subtest("limit_conn", test_limit_conn);
         subtest("internal and x_accel_redirect", test_internal_and_x_accel);
         subtest("uwsgi_param and proxy_set_header", test_upstream_params);
